@@ -1,0 +1,1 @@
+"""Source integrity: commit signatures, policy, tree proof, build watch and rebuild diff."""

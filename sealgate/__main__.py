@@ -1,0 +1,5 @@
+"""`python -m sealgate`."""
+
+from sealgate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""How commands talk to people and to machines: one-line results, JSON, progress on a terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from signer.digest import ProgressCallback
+
+#: Below this many bytes a progress bar would only flicker.
+PROGRESS_THRESHOLD = 64 << 20
+
+
+def emit_json(document: object) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def byte_progress(label: str, total_bytes: int) -> Iterator[ProgressCallback | None]:
+    """A rich progress bar on stderr when it is a terminal and the work is large; else nothing."""
+    if total_bytes < PROGRESS_THRESHOLD or not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=total_bytes)
+        yield lambda n: progress.advance(task, n)

@@ -1,0 +1,1 @@
+"""Signing core: keys behind URIs (HSM, KMS), streaming digests and CMS/CAdES signatures."""
