@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+from tests.components import IN_CI, require
+from tests.components.hsm import HsmFixture, RemoteHsm, make_hsm, remote_hsm
+
+__all__ = ["require"]
+
 _skipped: list[str] = []
 
 
-def require(available: bool, what: str) -> None:
-    """Skip a component test locally when `what` is missing; under CI=true fail instead."""
-    if available:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} is required under CI=true and is missing", pytrace=False)
-    pytest.skip(f"{what} is not available")
+@pytest.fixture(scope="session")
+def hsm(tmp_path_factory: pytest.TempPathFactory) -> HsmFixture:
+    """One SoftHSM2 token for the run, with EC, RSA and Ed25519 keys and their certificates."""
+    return make_hsm(tmp_path_factory.mktemp("softhsm"))
+
+
+@pytest.fixture(scope="session")
+def remote(hsm: HsmFixture, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteHsm]:
+    """The same token behind `p11-kit server`, reached through p11-kit-client.so."""
+    yield from remote_hsm(hsm, tmp_path_factory.mktemp("p11kit"))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
