@@ -228,6 +228,10 @@ class Pkcs11Key(RemoteKey):
         token = self._token()
         try:
             session = token.open(user_pin=self._pin)
+        except p11e.UserAlreadyLoggedIn:
+            # Login state belongs to the process, not the session: another key of this
+            # process is logged in to the token, and a new session shares that login.
+            session = token.open()
         except p11e.PinIncorrect:
             raise ConfigError(
                 f"{self.display_uri}: PIN rejected by token {token.label!r}"
