@@ -47,75 +47,83 @@ def signature_algorithm(scheme: SignatureScheme) -> cms.SignedDigestAlgorithm:
     return cms.SignedDigestAlgorithm({"algorithm": name})
 
 
-def signed_attributes(
-    message_digest: bytes, signer_cert: x509.Certificate, signing_time: dt.datetime
-) -> cms.CMSAttributes:
-    """contentType, signingTime, messageDigest and signingCertificateV2 (CAdES-BES), DER-sorted."""
-    ess_cert_id = tsp.ESSCertIDv2(
-        {
-            # SHA-256 is the default hashAlgorithm of ESSCertIDv2, so DER omits it.
-            "cert_hash": hashlib.sha256(signer_cert.dump()).digest(),
-            "issuer_serial": {
-                "issuer": [x509.GeneralName({"directory_name": signer_cert.issuer})],
-                "serial_number": signer_cert.serial_number,
-            },
-        }
-    )
-    attributes = [
-        cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-        cms.CMSAttribute(
-            {"type": "signing_time", "values": [cms.Time({"utc_time": signing_time})]}
-        ),
-        cms.CMSAttribute({"type": "message_digest", "values": [message_digest]}),
-        cms.CMSAttribute({"type": "signing_certificate_v2", "values": [{"certs": [ess_cert_id]}]}),
-    ]
-    attributes.sort(key=lambda attribute: attribute.dump())
-    return cms.CMSAttributes(attributes)
+class CadesBesBuilder:
+    """Builds the SignedData of one batch: everything but the message digest and the signature
+    is the same for every artifact, so it is encoded once (asn1crypto re-encoding is slow)."""
 
-
-def signed_attributes_der(attributes: cms.CMSAttributes) -> bytes:
-    """The bytes the signature covers: the attributes encoded as an explicit SET OF (RFC 5652 §5.4)."""
-    return bytes(attributes.dump(force=True))
-
-
-def signed_data(
-    *,
-    scheme: SignatureScheme,
-    attributes: cms.CMSAttributes,
-    signature: bytes,
-    signer_cert: x509.Certificate,
-    chain: Sequence[x509.Certificate],
-) -> bytes:
-    """The DER ContentInfo of a detached SignedData with one SignerInfo."""
-    digest_algorithm = algos.DigestAlgorithm({"algorithm": scheme.hash_name})
-    signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier(
-                {
-                    "issuer_and_serial_number": {
-                        "issuer": signer_cert.issuer,
-                        "serial_number": signer_cert.serial_number,
-                    }
+    def __init__(
+        self,
+        scheme: SignatureScheme,
+        signer_cert: x509.Certificate,
+        chain: Sequence[x509.Certificate],
+        signing_time: dt.datetime,
+    ) -> None:
+        self.scheme = scheme
+        self._signer_cert = signer_cert
+        ess_cert_id = tsp.ESSCertIDv2(
+            {
+                # SHA-256 is the default hashAlgorithm of ESSCertIDv2, so DER omits it.
+                "cert_hash": hashlib.sha256(signer_cert.dump()).digest(),
+                "issuer_serial": {
+                    "issuer": [x509.GeneralName({"directory_name": signer_cert.issuer})],
+                    "serial_number": signer_cert.serial_number,
+                },
+            }
+        )
+        self._fixed_attributes = [
+            cms.CMSAttribute({"type": "content_type", "values": ["data"]}).dump(),
+            cms.CMSAttribute(
+                {"type": "signing_time", "values": [cms.Time({"utc_time": signing_time})]}
+            ).dump(),
+            cms.CMSAttribute(
+                {"type": "signing_certificate_v2", "values": [{"certs": [ess_cert_id]}]}
+            ).dump(),
+        ]
+        self._digest_algorithm = algos.DigestAlgorithm({"algorithm": scheme.hash_name})
+        self._signature_algorithm = signature_algorithm(scheme)
+        self._sid = cms.SignerIdentifier(
+            {
+                "issuer_and_serial_number": {
+                    "issuer": signer_cert.issuer,
+                    "serial_number": signer_cert.serial_number,
                 }
-            ),
-            "digest_algorithm": digest_algorithm,
-            "signed_attrs": attributes,
-            "signature_algorithm": signature_algorithm(scheme),
-            "signature": signature,
-        }
-    )
-    certificates = [signer_cert, *(c for c in chain if c.dump() != signer_cert.dump())]
-    content = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [digest_algorithm],
-            "encap_content_info": {"content_type": "data"},
-            "certificates": [cms.CertificateChoices({"certificate": c}) for c in certificates],
-            "signer_infos": [signer_info],
-        }
-    )
-    return bytes(cms.ContentInfo({"content_type": "signed_data", "content": content}).dump())
+            }
+        )
+        certificates = [signer_cert, *(c for c in chain if c.dump() != signer_cert.dump())]
+        self._certificates = cms.CertificateSet(
+            [cms.CertificateChoices({"certificate": c}) for c in certificates]
+        )
+
+    def signed_attributes(self, message_digest: bytes) -> bytes:
+        """DER of the SET OF signed attributes, members sorted as DER demands: what gets signed."""
+        digest_attribute = cms.CMSAttribute(
+            {"type": "message_digest", "values": [message_digest]}
+        ).dump()
+        members = sorted([*self._fixed_attributes, digest_attribute])
+        return bytes(cms.CMSAttributes([cms.CMSAttribute.load(m) for m in members]).dump())
+
+    def signed_data(self, signed_attributes: bytes, signature: bytes) -> bytes:
+        """The DER ContentInfo of a detached SignedData with one SignerInfo."""
+        signer_info = cms.SignerInfo(
+            {
+                "version": "v1",
+                "sid": self._sid,
+                "digest_algorithm": self._digest_algorithm,
+                "signed_attrs": cms.CMSAttributes.load(signed_attributes),
+                "signature_algorithm": self._signature_algorithm,
+                "signature": signature,
+            }
+        )
+        content = cms.SignedData(
+            {
+                "version": "v1",
+                "digest_algorithms": [self._digest_algorithm],
+                "encap_content_info": {"content_type": "data"},
+                "certificates": self._certificates,
+                "signer_infos": [signer_info],
+            }
+        )
+        return bytes(cms.ContentInfo({"content_type": "signed_data", "content": content}).dump())
 
 
 def utc_now() -> dt.datetime:

@@ -167,24 +167,16 @@ def sign_artifacts(
     chain = [cms.to_asn1(c) for c in options.chain]
 
     digests = hash_all(artifacts, scheme.hash_name, progress)
-    signing_time = cms.utc_now()
-    attributes = [cms.signed_attributes(d.digest, signer_cert, signing_time) for d in digests]
-    payloads = [cms.signed_attributes_der(a) for a in attributes]
+    builder = cms.CadesBesBuilder(scheme, signer_cert, chain, cms.utc_now())
+    payloads = [builder.signed_attributes(d.digest) for d in digests]
     signatures = key.sign_many(payloads, scheme)
     for payload, signature in zip(payloads, signatures, strict=True):
         key.check_signature(signature, payload, scheme)
 
     staged = _StagedOutputs()
     try:
-        for attrs, signature, target in zip(attributes, signatures, outputs, strict=True):
-            der = cms.signed_data(
-                scheme=scheme,
-                attributes=attrs,
-                signature=signature,
-                signer_cert=signer_cert,
-                chain=chain,
-            )
-            staged.write(target, der)
+        for payload, signature, target in zip(payloads, signatures, outputs, strict=True):
+            staged.write(target, builder.signed_data(payload, signature))
         staged.commit()
     except OSError as exc:
         raise ConfigError(

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Set up and run Sealgate on a fresh Debian/Ubuntu machine: installs the system packages and a
+# virtual environment it needs, then runs the demo or the test suite.
+#   bash scripts/dev.sh demo [sealgate demo options]   the main job on a local SoftHSM token
+#   bash scripts/dev.sh test [pytest options]          the whole test suite
+#   bash scripts/dev.sh install                        only install
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3 python3-venv python3-pip openssl git softhsm2 opensc p11-kit p11-kit-modules)
+VENV=${SEALGATE_VENV:-.venv}
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "dev.sh: need root (or sudo) to install: $*" >&2; exit 2; fi
+}
+
+install_system() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "dev.sh: installing ${missing[*]}" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+install_python() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+  fi
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+}
+
+command=${1:-test}
+shift || true
+install_system
+install_python
+case "$command" in
+  install) ;;
+  demo) exec "$VENV/bin/sealgate" demo "$@" ;;
+  test) exec "$VENV/bin/python" -m pytest "$@" ;;
+  *) echo "usage: bash scripts/dev.sh {demo|test|install} [options]" >&2; exit 2 ;;
+esac
