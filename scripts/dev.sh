@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-pip openssl git softhsm2 opensc p11-kit p11-kit-modules)
-VENV=${SEALGATE_VENV:-.venv}
+VENV=$(realpath -m "${SEALGATE_VENV:-.venv}")
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -34,6 +34,7 @@ install_python() {
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
 }
 
+export PATH="$VENV/bin:$PATH"  # tools the venv ships (bao, moto_server) come first
 command=${1:-test}
 shift || true
 install_system
