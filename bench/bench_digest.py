@@ -34,7 +34,9 @@ def main() -> None:
         openssl = median(timed(lambda: run(["openssl", "dgst", "-sha256", str(path)]), args.repeat))
         sealgate = median(timed(lambda: digest_file(path, "sha256"), args.repeat))
 
-    gbps = lambda seconds: f"{size / seconds / 1e9:.2f} GB/s ({seconds:.3f} s)"  # noqa: E731
+    def gbps(seconds: float) -> str:
+        return f"{size / seconds / 1e9:.2f} GB/s ({seconds:.3f} s)"
+
     report(
         f"SHA-256 of {size / (1 << 30):.2f} GiB, median of {args.repeat}",
         [

@@ -34,7 +34,7 @@ class VerificationError(SignerError):
     exit_code = 1
 
 
-class BackendUnavailable(SignerError):
+class BackendUnavailableError(SignerError):
     """The HSM or KMS could not be reached or failed after retries."""
 
     exit_code = 3

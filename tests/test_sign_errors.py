@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,9 @@ def _assert_nothing_written(workdir: Path) -> None:
     assert leftovers == []
 
 
-def _fails(result: object, code: int, *needles: str) -> None:
-    stderr: str = result.stderr  # type: ignore[attr-defined]
-    assert result.returncode == code, stderr  # type: ignore[attr-defined]
+def _fails(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    stderr = result.stderr
+    assert result.returncode == code, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
     assert lines[0].startswith("sealgate: error: ")
@@ -137,7 +138,7 @@ def test_certificate_of_another_key(hsm: HsmFixture, workdir: Path) -> None:
 def test_certificate_without_code_signing_eku(hsm: HsmFixture, workdir: Path) -> None:
     cert = hsm.ca.issue(
         hsm.certs["ec256"].public_key(),
-        "TLS server",  # type: ignore[arg-type]
+        "TLS server",
         eku=[ExtendedKeyUsageOID.SERVER_AUTH],
     )
     pem = write_pem(workdir / "tls.pem", cert)
@@ -149,7 +150,7 @@ def test_certificate_without_code_signing_eku(hsm: HsmFixture, workdir: Path) ->
 
 
 def test_certificate_without_any_eku(hsm: HsmFixture, workdir: Path) -> None:
-    cert = hsm.ca.issue(hsm.certs["ec256"].public_key(), "No EKU", eku=[])  # type: ignore[arg-type]
+    cert = hsm.ca.issue(hsm.certs["ec256"].public_key(), "No EKU", eku=[])
     pem = write_pem(workdir / "noeku.pem", cert)
     result = sealgate(
         "sign", "--key", hsm.uri("ec256"), "--cert", pem, workdir / "a.bin", env=hsm.env
@@ -162,7 +163,7 @@ def test_expired_certificate(hsm: HsmFixture, workdir: Path) -> None:
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
     cert = hsm.ca.issue(
         hsm.certs["ec256"].public_key(),
-        "Expired",  # type: ignore[arg-type]
+        "Expired",
         not_before=past - dt.timedelta(days=30),
         not_after=past,
     )

@@ -10,7 +10,7 @@ import pytest
 from asn1crypto import cms, tsp
 from cryptography.hazmat.primitives import serialization
 
-from signer.algorithms import SignatureScheme, KeyKind, verify_signature
+from signer.algorithms import KeyKind, SignatureScheme, verify_signature
 from tests.components.cli import flip_byte, openssl_cms_verify, sealgate
 from tests.components.hsm import HsmFixture, RemoteHsm
 

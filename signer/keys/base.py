@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from signer.algorithms import SignatureScheme, verify_signature
-from signer.errors import BackendUnavailable, ConfigError
+from signer.errors import BackendUnavailableError, ConfigError
 
 
 class RemoteKey(ABC):
@@ -54,7 +54,7 @@ class RemoteKey(ABC):
         try:
             verify_signature(self.public_key(), signature, tbs, scheme)
         except InvalidSignature:
-            raise BackendUnavailable(
+            raise BackendUnavailableError(
                 f"{self.display_uri}: the signature returned by the backend does not verify "
                 "against its public key",
                 hint="the HSM/KMS misbehaved or the key changed during signing; nothing was written",

@@ -23,7 +23,7 @@ from pkcs11 import exceptions as p11e
 from pkcs11.util.ec import encode_ec_public_key
 
 from signer.algorithms import KeyKind, SignatureScheme, ecdsa_raw_to_der
-from signer.errors import BackendUnavailable, ConfigError, SignerError
+from signer.errors import BackendUnavailableError, ConfigError, SignerError
 from signer.keys.base import RemoteKey
 
 PIN_ENV = "SEALGATE_PKCS11_PIN"
@@ -192,7 +192,7 @@ class Pkcs11Key(RemoteKey):
         except p11e.NoSuchToken:
             labels = self._token_labels(library)
             if self._remote() and not labels:
-                raise BackendUnavailable(
+                raise BackendUnavailableError(
                     f"{self.display_uri}: the remote HSM at {os.environ['P11_KIT_SERVER_ADDRESS']} "
                     "offers no token",
                     hint="is `p11-kit server` running and exporting this token?",
@@ -222,7 +222,7 @@ class Pkcs11Key(RemoteKey):
 
     def _device_failure(self, what: str, exc: BaseException) -> SignerError:
         detail = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
-        return BackendUnavailable(f"{what} ({detail})")
+        return BackendUnavailableError(f"{what} ({detail})")
 
     def _open(self) -> Any:
         token = self._token()
