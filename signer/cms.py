@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 
-from asn1crypto import algos, cms, tsp, x509
+from asn1crypto import algos, cms, core, parser, tsp, x509
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import serialization
 
@@ -20,6 +20,15 @@ _SIGNATURE_ALGORITHM = {
     (KeyKind.EC_P256, "sha256"): "sha256_ecdsa",
     (KeyKind.EC_P384, "sha384"): "sha384_ecdsa",
 }
+
+
+# DER building blocks for the per-artifact parts, which are spliced into a batch template
+# with asn1crypto's own TLV encoder (asn1crypto re-encodes whole trees, which is slow).
+_UNIVERSAL, _CONTEXT = 0, 2
+_PRIMITIVE, _CONSTRUCTED = 0, 1
+_OCTET_STRING, _SEQUENCE, _SET = 4, 16, 17
+_EMPTY_SET = b"\x31\x00"
+_SIGNED_DATA_OID = cms.ContentType("signed_data").dump()
 
 
 def to_asn1(cert: cx509.Certificate) -> x509.Certificate:
@@ -49,7 +58,7 @@ def signature_algorithm(scheme: SignatureScheme) -> cms.SignedDigestAlgorithm:
 
 class CadesBesBuilder:
     """Builds the SignedData of one batch: everything but the message digest and the signature
-    is the same for every artifact, so it is encoded once (asn1crypto re-encoding is slow)."""
+    is the same for every artifact, so it is encoded once and the rest spliced in."""
 
     def __init__(
         self,
@@ -79,9 +88,8 @@ class CadesBesBuilder:
                 {"type": "signing_certificate_v2", "values": [{"certs": [ess_cert_id]}]}
             ).dump(),
         ]
-        self._digest_algorithm = algos.DigestAlgorithm({"algorithm": scheme.hash_name})
-        self._signature_algorithm = signature_algorithm(scheme)
-        self._sid = cms.SignerIdentifier(
+        digest_algorithm = algos.DigestAlgorithm({"algorithm": scheme.hash_name})
+        sid = cms.SignerIdentifier(
             {
                 "issuer_and_serial_number": {
                     "issuer": signer_cert.issuer,
@@ -89,10 +97,25 @@ class CadesBesBuilder:
                 }
             }
         )
+        self._signer_info_head = (
+            core.Integer(1).dump() + sid.dump() + digest_algorithm.dump()
+        )  # version v1, sid, digestAlgorithm
+        self._signature_algorithm = signature_algorithm(scheme).dump()
         certificates = [signer_cert, *(c for c in chain if c.dump() != signer_cert.dump())]
-        self._certificates = cms.CertificateSet(
-            [cms.CertificateChoices({"certificate": c}) for c in certificates]
+        template = cms.SignedData(
+            {
+                "version": "v1",
+                "digest_algorithms": [digest_algorithm],
+                "encap_content_info": {"content_type": "data"},
+                "certificates": [cms.CertificateChoices({"certificate": c}) for c in certificates],
+                "signer_infos": [],
+            }
         )
+        contents = parser.parse(template.dump())[4]
+        if not contents.endswith(_EMPTY_SET):
+            raise AssertionError("SignedData template does not end with its SignerInfos")
+        #: Everything of the SignedData before its SignerInfos: the same for the whole batch.
+        self._signed_data_head = contents[: -len(_EMPTY_SET)]
 
     def signed_attributes(self, message_digest: bytes) -> bytes:
         """DER of the SET OF signed attributes, members sorted as DER demands: what gets signed."""
@@ -100,30 +123,39 @@ class CadesBesBuilder:
             {"type": "message_digest", "values": [message_digest]}
         ).dump()
         members = sorted([*self._fixed_attributes, digest_attribute])
-        return bytes(cms.CMSAttributes([cms.CMSAttribute.load(m) for m in members]).dump())
+        return bytes(parser.emit(_UNIVERSAL, _CONSTRUCTED, _SET, b"".join(members)))
+
+    def signer_info(
+        self, signed_attributes: bytes, signature: bytes, unsigned_attributes: bytes = b""
+    ) -> bytes:
+        """DER SignerInfo; `unsigned_attributes` is the contents of its [1] SET, if any."""
+        attributes_contents = parser.parse(signed_attributes)[4]
+        parts = [
+            self._signer_info_head,
+            parser.emit(_CONTEXT, _CONSTRUCTED, 0, attributes_contents),  # [0] IMPLICIT SET
+            self._signature_algorithm,
+            parser.emit(_UNIVERSAL, _PRIMITIVE, _OCTET_STRING, signature),
+        ]
+        if unsigned_attributes:
+            parts.append(parser.emit(_CONTEXT, _CONSTRUCTED, 1, unsigned_attributes))
+        return bytes(parser.emit(_UNIVERSAL, _CONSTRUCTED, _SEQUENCE, b"".join(parts)))
 
     def signed_data(self, signed_attributes: bytes, signature: bytes) -> bytes:
         """The DER ContentInfo of a detached SignedData with one SignerInfo."""
-        signer_info = cms.SignerInfo(
-            {
-                "version": "v1",
-                "sid": self._sid,
-                "digest_algorithm": self._digest_algorithm,
-                "signed_attrs": cms.CMSAttributes.load(signed_attributes),
-                "signature_algorithm": self._signature_algorithm,
-                "signature": signature,
-            }
+        signer_infos = parser.emit(
+            _UNIVERSAL, _CONSTRUCTED, _SET, self.signer_info(signed_attributes, signature)
         )
-        content = cms.SignedData(
-            {
-                "version": "v1",
-                "digest_algorithms": [self._digest_algorithm],
-                "encap_content_info": {"content_type": "data"},
-                "certificates": self._certificates,
-                "signer_infos": [signer_info],
-            }
+        content = parser.emit(
+            _UNIVERSAL, _CONSTRUCTED, _SEQUENCE, self._signed_data_head + signer_infos
         )
-        return bytes(cms.ContentInfo({"content_type": "signed_data", "content": content}).dump())
+        return bytes(
+            parser.emit(
+                _UNIVERSAL,
+                _CONSTRUCTED,
+                _SEQUENCE,
+                _SIGNED_DATA_OID + parser.emit(_CONTEXT, _CONSTRUCTED, 0, content),  # [0] EXPLICIT
+            )
+        )
 
 
 def utc_now() -> dt.datetime:

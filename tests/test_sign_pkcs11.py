@@ -65,6 +65,8 @@ def test_openssl_verifies_every_key_type_and_rejects_a_flipped_byte(
     assert verified.returncode == 0, verified.stderr
     assert "Verification successful" in verified.stderr
 
+    der = p7s.read_bytes()
+    assert cms.ContentInfo.load(der).dump(force=True) == der  # canonical DER, as re-encoded
     signed, signer = _signer_info(p7s)
     assert signed["encap_content_info"]["content"].native is None  # detached
     assert signer["digest_algorithm"]["algorithm"].native == digest
