@@ -7,7 +7,6 @@ against the naive baseline, a loop of `openssl cms -sign` with a key file.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.common import certified_token, report, run, sealgate_command
 from sealgate.localpki import LocalCA, write_pem
+from sealgate.openssl import cms_verify
 
 
 def main() -> None:
@@ -85,28 +85,7 @@ def main() -> None:
         openssl = time.perf_counter() - start
 
         sample = artifacts[len(artifacts) // 2]
-        verified = subprocess.run(
-            [
-                "openssl",
-                "cms",
-                "-verify",
-                "-binary",
-                "-inform",
-                "DER",
-                "-in",
-                str(home / "sealgate" / f"{sample.name}.p7s"),
-                "-content",
-                str(sample),
-                "-CAfile",
-                str(token.root_pem),
-                "-purpose",
-                "any",
-                "-out",
-                "/dev/null",
-            ],
-            capture_output=True,
-            check=False,
-        )
+        verified = cms_verify(home / "sealgate" / f"{sample.name}.p7s", sample, token.root_pem)
 
     report(
         f"{args.count} artifacts of {args.size} bytes, signed and written as .p7s",

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench.common import certified_token, report, sealgate_command
+from sealgate.openssl import cms_verify
 
 
 def main() -> None:
@@ -41,29 +42,7 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit("sealgate sign failed")
-        verified = subprocess.run(
-            [
-                "openssl",
-                "cms",
-                "-verify",
-                "-binary",
-                "-inform",
-                "DER",
-                "-in",
-                f"{artifact}.p7s",
-                "-content",
-                str(artifact),
-                "-CAfile",
-                str(token.root_pem),
-                "-purpose",
-                "any",
-                "-out",
-                "/dev/null",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        verified = cms_verify(Path(f"{artifact}.p7s"), artifact, token.root_pem)
 
     peak_mb = usage.ru_maxrss * 1024 / 1e6  # ru_maxrss is in KiB on Linux
     report(

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 
 from sealgate.errors import SealgateError
 from sealgate.localpki import LocalCA, write_pem
+from sealgate.openssl import cms_verify, cms_verify_command
 from sealgate.softhsm import KEY_TYPES, SoftHsmToken
 from signer.keys import open_key
 from signer.sign import SignOptions, sign_artifacts
@@ -72,24 +72,7 @@ def run(args: argparse.Namespace) -> int:
     with open_key(uri) as key:
         [signed] = sign_artifacts(key, [artifact], SignOptions())
 
-    verify = [
-        "openssl",
-        "cms",
-        "-verify",
-        "-binary",
-        "-inform",
-        "DER",
-        "-in",
-        str(signed.signature),
-        "-content",
-        str(artifact),
-        "-CAfile",
-        str(root_pem),
-        "-purpose",
-        "any",
-        "-out",
-        "/dev/null",
-    ]
+    verify = cms_verify_command(signed.signature, artifact, root_pem)
     print(
         f"token:     SoftHSM2 token 'sealgate-demo' in {token.home} (key 'release', {args.key_type})"
     )
@@ -98,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     print("verify it with stock OpenSSL:")
     print("  " + shlex.join(verify))
     if shutil.which("openssl"):
-        result = subprocess.run(verify, capture_output=True, text=True, check=False)  # noqa: S603
+        result = cms_verify(signed.signature, artifact, root_pem)
         outcome = (result.stderr or result.stdout).strip().splitlines()
         print(f"openssl says: {outcome[-1] if outcome else result.returncode}")
         if result.returncode != 0:

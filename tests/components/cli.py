@@ -7,6 +7,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from sealgate.openssl import cms_verify
+
 
 def sealgate(
     *args: str | Path, env: Mapping[str, str] | None = None
@@ -24,29 +26,7 @@ def openssl_cms_verify(
     signature: Path, content: Path, ca_file: Path
 ) -> subprocess.CompletedProcess[str]:
     """The contract's check: `openssl cms -verify -binary -inform DER ... -purpose any`."""
-    return subprocess.run(
-        [
-            "openssl",
-            "cms",
-            "-verify",
-            "-binary",
-            "-inform",
-            "DER",
-            "-in",
-            str(signature),
-            "-content",
-            str(content),
-            "-CAfile",
-            str(ca_file),
-            "-purpose",
-            "any",
-            "-out",
-            "/dev/null",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return cms_verify(signature, content, ca_file)
 
 
 def flip_byte(path: Path, offset: int = 0) -> None:
