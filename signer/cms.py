@@ -140,11 +140,12 @@ class CadesBesBuilder:
             parts.append(parser.emit(_CONTEXT, _CONSTRUCTED, 1, unsigned_attributes))
         return bytes(parser.emit(_UNIVERSAL, _CONSTRUCTED, _SEQUENCE, b"".join(parts)))
 
-    def signed_data(self, signed_attributes: bytes, signature: bytes) -> bytes:
+    def signed_data(
+        self, signed_attributes: bytes, signature: bytes, unsigned_attributes: bytes = b""
+    ) -> bytes:
         """The DER ContentInfo of a detached SignedData with one SignerInfo."""
-        signer_infos = parser.emit(
-            _UNIVERSAL, _CONSTRUCTED, _SET, self.signer_info(signed_attributes, signature)
-        )
+        signer_info = self.signer_info(signed_attributes, signature, unsigned_attributes)
+        signer_infos = parser.emit(_UNIVERSAL, _CONSTRUCTED, _SET, signer_info)
         content = parser.emit(
             _UNIVERSAL, _CONSTRUCTED, _SEQUENCE, self._signed_data_head + signer_infos
         )
@@ -156,6 +157,20 @@ class CadesBesBuilder:
                 _SIGNED_DATA_OID + parser.emit(_CONTEXT, _CONSTRUCTED, 0, content),  # [0] EXPLICIT
             )
         )
+
+
+def add_unsigned_attribute(der: bytes, attribute: bytes) -> bytes:
+    """The ContentInfo `der` with one more unsigned attribute on its SignerInfo.
+
+    Only the unsigned attributes are re-encoded; the signed attributes keep their bytes.
+    """
+    info = cms.ContentInfo.load(der)
+    signer_info = info["content"]["signer_infos"][0]
+    existing = signer_info["unsigned_attrs"]
+    members = [] if existing.native is None else [bytes(a.dump()) for a in existing]
+    members = sorted([*members, attribute])  # a DER SET OF is sorted
+    signer_info["unsigned_attrs"] = cms.CMSAttributes([cms.CMSAttribute.load(m) for m in members])
+    return bytes(info.dump())
 
 
 def utc_now() -> dt.datetime:

@@ -4,20 +4,21 @@ check each signature, and let the `.p7s` files appear only when all of them succ
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
-from signer import cms
+from signer import cms, cmsverify
 from signer.algorithms import HashName, RsaPadding, SignatureScheme, scheme_for
+from signer.atomic import StagedFiles
 from signer.certificates import check_signer_certificate, fingerprint
 from signer.digest import ArtifactDigest, ProgressCallback, check_artifact, digest_file
 from signer.errors import ConfigError
 from signer.keys.base import RemoteKey
+from signer.timestamp import TimestampClient, TimestampToken, TsaSettings, token_attribute
 
 SIGNATURE_SUFFIX = ".p7s"
 
@@ -32,6 +33,7 @@ class SignOptions:
     rsa_digest: HashName = "sha256"
     rsa_padding: RsaPadding = "pkcs1v15"
     cert_source: str = "--cert"
+    tsa: TsaSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class SignedArtifact:
     scheme: str
     certificate_fingerprint: str
     certificate_subject: str
+    timestamp: TimestampToken | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -60,6 +63,14 @@ class SignedArtifact:
                 "subject": self.certificate_subject,
             },
             "output": str(self.signature),
+            "timestamp": None
+            if self.timestamp is None
+            else {
+                "gen_time": self.timestamp.gen_time.isoformat(),
+                "tsa": self.timestamp.tsa_subject,
+                "url": self.timestamp.url,
+                "serial": format(self.timestamp.serial, "x"),
+            },
         }
 
 
@@ -112,42 +123,6 @@ def hash_all(
         return list(pool.map(lambda path: digest_file(path, hash_name, progress), artifacts))
 
 
-@dataclass
-class _StagedOutputs:
-    """Temporary files beside their final names; renamed only when the whole batch succeeded."""
-
-    staged: list[tuple[Path, Path]] = field(default_factory=list)
-
-    def write(self, target: Path, data: bytes) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-        )
-        temp = Path(temp_name)
-        self.staged.append((temp, target))
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-
-    def commit(self) -> None:
-        done: list[Path] = []
-        try:
-            for temp, target in self.staged:
-                os.replace(temp, target)
-                done.append(target)
-        except OSError:
-            for target in done:  # all or nothing, even when a rename fails half way
-                target.unlink(missing_ok=True)
-            raise
-        self.staged.clear()
-
-    def discard(self) -> None:
-        for temp, _ in self.staged:
-            temp.unlink(missing_ok=True)
-        self.staged.clear()
-
-
 def sign_artifacts(
     key: RemoteKey,
     artifacts: Sequence[Path],
@@ -173,14 +148,23 @@ def sign_artifacts(
     for payload, signature in zip(payloads, signatures, strict=True):
         key.check_signature(signature, payload, scheme)
 
-    staged = _StagedOutputs()
+    tokens: list[TimestampToken | None] = [None] * len(signatures)
+    if options.tsa is not None:
+        with TimestampClient(options.tsa) as client:
+            tokens = list(client.stamp_many([(sig, scheme.hash_name) for sig in signatures]))
+
+    staged = StagedFiles()
     try:
-        for payload, signature, target in zip(payloads, signatures, outputs, strict=True):
-            staged.write(target, builder.signed_data(payload, signature))
+        for payload, signature, token, target in zip(
+            payloads, signatures, tokens, outputs, strict=True
+        ):
+            unsigned = token_attribute(token) if token is not None else b""
+            staged.write(target, builder.signed_data(payload, signature, unsigned))
         staged.commit()
     except OSError as exc:
         raise ConfigError(
-            f"{exc.filename or 'output'}: cannot write signature ({exc.strerror}); nothing was written"
+            f"{exc.filename or 'output'}: cannot write signature ({exc.strerror}); "
+            "nothing was written"
         ) from None
     finally:
         staged.discard()
@@ -198,6 +182,39 @@ def sign_artifacts(
             scheme=scheme.describe(),
             certificate_fingerprint=cert_fp,
             certificate_subject=subject,
+            timestamp=token,
         )
-        for d, out in zip(digests, outputs, strict=True)
+        for d, out, token in zip(digests, outputs, tokens, strict=True)
     ]
+
+
+def timestamp_signatures(
+    signatures: Sequence[Path], settings: TsaSettings
+) -> list[tuple[Path, TimestampToken]]:
+    """Add an RFC 3161 token to existing `.p7s` files (sign in one zone, timestamp later).
+
+    The signed attributes keep their exact bytes, so the signature stays valid; all files
+    are rewritten together or not at all.
+    """
+    messages = []
+    for path in signatures:
+        try:
+            der = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read signature ({exc.strerror})") from None
+        messages.append((der, cmsverify.parse_signed_data(der, str(path))))
+    with TimestampClient(settings) as client:
+        tokens = client.stamp_many([(m.signature, m.digest_name) for _, m in messages])
+    staged = StagedFiles()
+    try:
+        for path, (der, _), token in zip(signatures, messages, tokens, strict=True):
+            staged.write(path, cms.add_unsigned_attribute(der, token_attribute(token)))
+        staged.commit()
+    except OSError as exc:
+        raise ConfigError(
+            f"{exc.filename or 'output'}: cannot write signature ({exc.strerror}); "
+            "nothing was changed"
+        ) from None
+    finally:
+        staged.discard()
+    return list(zip(signatures, tokens, strict=True))

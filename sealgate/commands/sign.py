@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from sealgate.errors import SealgateError
+from sealgate.options import add_tsa_options, tsa_settings
 from sealgate.output import byte_progress, emit_json
 from signer.algorithms import HASH_NAMES
 from signer.certificates import load_certificate, load_certificates
@@ -59,6 +60,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--json", action="store_true", help="print a JSON report of what was signed"
     )
+    add_tsa_options(parser)
     parser.add_argument("artifacts", nargs="+", type=Path, metavar="ARTIFACT")
     parser.set_defaults(handler=run)
 
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         rsa_digest=args.digest,
         rsa_padding=args.rsa_padding,
         cert_source=str(args.cert) if args.cert else "--cert",
+        tsa=tsa_settings(args),
     )
     total = sum(p.stat().st_size for p in args.artifacts if p.is_file())
     with open_key(args.key) as key, byte_progress("hashing", total) as progress:
@@ -86,8 +89,14 @@ def report(signed: list[SignedArtifact], *, as_json: bool) -> None:
         emit_json({"signed": [s.as_json() for s in signed]})
         return
     for s in signed:
+        stamped = (
+            f", timestamped {s.timestamp.gen_time.isoformat()} by {s.timestamp.tsa_subject!r}"
+            if s.timestamp
+            else ""
+        )
         print(
-            f"signed {s.artifact} -> {s.signature} ({s.scheme}, {s.hash_name}:{s.digest_hex[:16]}…)"
+            f"signed {s.artifact} -> {s.signature} "
+            f"({s.scheme}, {s.hash_name}:{s.digest_hex[:16]}…{stamped})"
         )
     print(
         f"{len(signed)} artifact(s) signed with {signed[0].key} as {signed[0].certificate_subject!r}"

@@ -1,0 +1,235 @@
+"""Verifying one CMS SignerInfo: the checks shared by Sealgate's `.p7s` files and RFC 3161 tokens.
+
+Every check raises VerificationError with its own reason; nothing here returns a bare False.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from asn1crypto import algos, cms, parser, tsp
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from signer.algorithms import (
+    HASH_NAMES,
+    KeyKind,
+    RsaPadding,
+    SignatureScheme,
+    key_kind,
+    verify_signature,
+)
+from signer.certificates import describe
+from signer.errors import ConfigError, VerificationError
+
+# Make sure asn1crypto knows the ESS attributes (it registers them when tsp is imported).
+_ = tsp.SigningCertificateV2
+
+_ECDSA = {"sha256_ecdsa": "sha256", "sha384_ecdsa": "sha384", "sha512_ecdsa": "sha512"}
+_RSA = {"sha256_rsa": "sha256", "sha384_rsa": "sha384", "sha512_rsa": "sha512"}
+
+
+@dataclass(frozen=True)
+class SignedMessage:
+    """A parsed SignedData with the one SignerInfo Sealgate expects in it."""
+
+    signed_data: cms.SignedData
+    signer_info: cms.SignerInfo
+    certificates: list[x509.Certificate]
+
+    @property
+    def signature(self) -> bytes:
+        return bytes(self.signer_info["signature"].native)
+
+    @property
+    def digest_name(self) -> str:
+        return str(self.signer_info["digest_algorithm"]["algorithm"].native)
+
+
+def parse_signed_data(der: bytes, where: str) -> SignedMessage:
+    """Parse a DER ContentInfo holding SignedData with exactly one SignerInfo, or say why not."""
+    try:
+        info = cms.ContentInfo.load(der, strict=True)
+        if info["content_type"].native != "signed_data":
+            raise VerificationError(
+                f"{where}: not a CMS SignedData ({info['content_type'].native})"
+            )
+        signed_data = info["content"]
+        _ = signed_data.native  # parse everything now: truncation and garbage surface here
+        signer_infos = signed_data["signer_infos"]
+        certificates = [
+            x509.load_der_x509_certificate(choice.chosen.dump())
+            for choice in signed_data["certificates"] or []
+            if choice.name == "certificate"
+        ]
+    except VerificationError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        raise VerificationError(f"{where}: malformed CMS signature ({_short(exc)})") from None
+    if len(signer_infos) != 1:
+        raise VerificationError(
+            f"{where}: holds {len(signer_infos)} SignerInfos; exactly one is allowed"
+        )
+    return SignedMessage(signed_data, signer_infos[0], certificates)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]
+
+
+def signer_certificate(
+    message: SignedMessage, where: str, extra: Sequence[x509.Certificate] = ()
+) -> x509.Certificate:
+    """The certificate the SignerInfo names (issuer and serial, or subject key identifier)."""
+    sid = message.signer_info["sid"]
+    candidates = [*message.certificates, *extra]
+    if sid.name == "issuer_and_serial_number":
+        issuer = sid.chosen["issuer"].dump()
+        serial = sid.chosen["serial_number"].native
+        for cert in candidates:
+            if cert.serial_number == serial and cert.issuer.public_bytes() == issuer:
+                return cert
+    else:
+        key_id = sid.chosen.native
+        for cert in candidates:
+            try:
+                ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            except x509.ExtensionNotFound:
+                continue
+            if ski.digest == key_id:
+                return cert
+    raise VerificationError(f"{where}: the signer's certificate is not in the signature")
+
+
+def scheme_of(message: SignedMessage, public_key: PublicKeyTypes, where: str) -> SignatureScheme:
+    """The signature scheme the SignerInfo declares, checked against the key and digest."""
+    digest_name = message.digest_name
+    if digest_name not in HASH_NAMES:
+        raise VerificationError(f"{where}: digest algorithm {digest_name} is not accepted")
+    algorithm = message.signer_info["signature_algorithm"]
+    name = algorithm["algorithm"].native
+    try:
+        kind = key_kind(public_key)
+    except ConfigError as exc:
+        raise VerificationError(f"{where}: {exc.message}") from None
+    hash_name: str = digest_name
+    padding: RsaPadding | None = None
+    if name in _ECDSA or name == "ecdsa":
+        hash_name = _ECDSA.get(name, digest_name)
+        ok = kind in (KeyKind.EC_P256, KeyKind.EC_P384)
+    elif name in _RSA or name == "rsassa_pkcs1v15":
+        hash_name, padding = _RSA.get(name, digest_name), "pkcs1v15"
+        ok = kind is KeyKind.RSA
+    elif name == "rsassa_pss":
+        params = algorithm["parameters"]
+        hash_name, padding = params["hash_algorithm"]["algorithm"].native, "pss"
+        mgf_hash = params["mask_gen_algorithm"]["parameters"]["algorithm"].native
+        ok = (
+            kind is KeyKind.RSA
+            and mgf_hash == hash_name
+            and params["salt_length"].native
+            == (hashlib.new(hash_name).digest_size if hash_name in HASH_NAMES else -1)
+        )
+    elif name == "ed25519":
+        ok = kind is KeyKind.ED25519
+    else:
+        raise VerificationError(f"{where}: signature algorithm {name} is not accepted")
+    if not ok or hash_name != digest_name:
+        raise VerificationError(
+            f"{where}: signature algorithm {name} does not fit the {kind.value} key "
+            f"and {digest_name} digest"
+        )
+    return SignatureScheme(kind, digest_name, padding)
+
+
+def signed_attributes(message: SignedMessage, where: str) -> dict[str, object]:
+    attrs = message.signer_info["signed_attrs"]
+    if attrs.native is None or not len(attrs):
+        raise VerificationError(f"{where}: the SignerInfo has no signed attributes")
+    found: dict[str, object] = {}
+    for attribute in attrs:
+        kind = attribute["type"].native
+        if kind in found:
+            raise VerificationError(f"{where}: signed attribute {kind} appears twice")
+        values = attribute["values"]
+        if len(values) != 1:
+            raise VerificationError(f"{where}: signed attribute {kind} must have one value")
+        found[kind] = values[0]
+    return found
+
+
+def verify_signer_info(
+    message: SignedMessage,
+    cert: x509.Certificate,
+    *,
+    content_digest: bytes,
+    content_type: str,
+    where: str,
+) -> dict[str, object]:
+    """Check content type, message digest and the signature over the signed attributes."""
+    attrs = signed_attributes(message, where)
+    declared_type = getattr(attrs.get("content_type"), "native", None)
+    if declared_type != content_type:
+        raise VerificationError(
+            f"{where}: signed contentType is {declared_type}, expected {content_type}"
+        )
+    digest_attribute = attrs.get("message_digest")
+    if digest_attribute is None:
+        raise VerificationError(f"{where}: the messageDigest attribute is missing")
+    if getattr(digest_attribute, "native", None) != content_digest:
+        raise VerificationError(
+            f"{where}: digest mismatch: the content's {message.digest_name} is not the signed one"
+        )
+    scheme = scheme_of(message, cert.public_key(), where)
+    # The signature covers the attributes as received, encoded as a SET OF (RFC 5652 §5.4).
+    tbs = parser.emit(0, 1, 17, message.signer_info["signed_attrs"].contents)
+    try:
+        verify_signature(cert.public_key(), message.signature, tbs, scheme)
+    except InvalidSignature:
+        raise VerificationError(
+            f"{where}: the signature does not verify with the key of {describe(cert)!r}"
+        ) from None
+    return attrs
+
+
+def check_signing_certificate(
+    attrs: dict[str, object], cert: x509.Certificate, where: str, *, required: bool
+) -> None:
+    """ESS signingCertificate(V2): the signed attributes must name exactly this certificate."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    if "signing_certificate_v2" in attrs:
+        ess = attrs["signing_certificate_v2"]["certs"][0]  # type: ignore[index]
+        hash_name = ess["hash_algorithm"]["algorithm"].native
+        if hash_name not in HASH_NAMES:
+            raise VerificationError(f"{where}: ESSCertIDv2 uses unaccepted hash {hash_name}")
+        expected = hashlib.new(hash_name, der).digest()
+    elif "signing_certificate" in attrs:
+        ess = attrs["signing_certificate"]["certs"][0]  # type: ignore[index]
+        expected = hashlib.sha1(der, usedforsecurity=False).digest()
+    elif required:
+        raise VerificationError(f"{where}: no signingCertificate attribute binds the certificate")
+    else:
+        return
+    if ess["cert_hash"].native != expected:
+        raise VerificationError(
+            f"{where}: the signing certificate attribute names another certificate than "
+            f"{describe(cert)!r}"
+        )
+    issuer_serial = ess["issuer_serial"]
+    if (
+        issuer_serial.native is not None
+        and issuer_serial["serial_number"].native != cert.serial_number
+    ):
+        raise VerificationError(f"{where}: the signing certificate attribute names another serial")
+
+
+def content_digest(algorithm: algos.DigestAlgorithm, data: bytes) -> bytes:
+    name = algorithm["algorithm"].native
+    if name not in HASH_NAMES:
+        raise VerificationError(f"digest algorithm {name} is not accepted")
+    return hashlib.new(name, data).digest()

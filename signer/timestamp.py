@@ -1,0 +1,329 @@
+"""RFC 3161 timestamps over signature values (CAdES-T), requested and verified before use.
+
+A token is used only when every check passed: status granted, our nonce, our message
+imprint, the TSA's signature and ESS certificate binding, a TSA certificate that chains to
+the configured TSA roots with the critical timeStamping usage, and a sane genTime. TSAs
+are tried in order, each with bounded retries (exponential backoff with jitter); when none
+gives a valid token the caller fails closed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import random
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import requests
+from asn1crypto import cms, tsp
+from cryptography import x509
+from requests.adapters import HTTPAdapter
+
+from signer.certificates import describe
+from signer.chain import TIME_STAMPING, validate_path
+from signer.cmsverify import (
+    check_signing_certificate,
+    content_digest,
+    parse_signed_data,
+    signer_certificate,
+    verify_signer_info,
+)
+from signer.errors import BackendUnavailableError, VerificationError
+
+#: How far a TSA's genTime may stray from our clock around the request.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+#: A timestamp reply is a few kilobytes; anything much larger is not one.
+MAX_RESPONSE_BYTES = 1 << 20
+TIMESTAMP_ATTRIBUTE = "signature_time_stamp_token"  # id-aa-signatureTimeStampToken
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class TsaSettings:
+    """Where to ask for timestamps, whom to trust for them, and how patiently."""
+
+    urls: tuple[str, ...]
+    roots: tuple[x509.Certificate, ...]
+    timeout: float = 10.0
+    retries: int = 2
+    backoff: float = 0.5
+    concurrency: int = 8
+
+
+@dataclass(frozen=True)
+class TimestampToken:
+    """A verified token: the DER ContentInfo and what it proves."""
+
+    der: bytes
+    gen_time: dt.datetime
+    tsa_subject: str
+    hash_name: str
+    serial: int
+    url: str | None = None
+
+
+class _TsaError(Exception):
+    """One TSA failed for one request; `retry` says whether asking it again may help."""
+
+    def __init__(self, reason: str, *, retry: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry = retry
+
+
+def build_request(digest: bytes, hash_name: str, nonce: int) -> bytes:
+    return bytes(
+        tsp.TimeStampReq(
+            {
+                "version": "v1",
+                "message_imprint": {
+                    "hash_algorithm": {"algorithm": hash_name},
+                    "hashed_message": digest,
+                },
+                "nonce": nonce,
+                "cert_req": True,
+            }
+        ).dump()
+    )
+
+
+def verify_token(
+    token_der: bytes,
+    *,
+    signed_value: bytes,
+    roots: Sequence[x509.Certificate],
+    where: str,
+    nonce: int | None = None,
+    window: tuple[dt.datetime, dt.datetime] | None = None,
+) -> TimestampToken:
+    """Verify a TimeStampToken over `signed_value` (a signature value); raise with the reason."""
+    message = parse_signed_data(token_der, where)
+    encap = message.signed_data["encap_content_info"]
+    if encap["content_type"].native != "tst_info":
+        raise VerificationError(f"{where}: the token does not hold a TSTInfo")
+    try:
+        tst_der = bytes(encap["content"].contents)
+        tst = tsp.TSTInfo.load(tst_der, strict=True)
+        imprint = tst["message_imprint"]
+        imprint_hash = imprint["hash_algorithm"]["algorithm"].native
+        imprinted = imprint["hashed_message"].native
+        gen_time: dt.datetime = tst["gen_time"].native
+        token_nonce = tst["nonce"].native
+        serial = int(tst["serial_number"].native)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise VerificationError(f"{where}: malformed TSTInfo ({exc})") from None
+    if imprint_hash not in ("sha256", "sha384", "sha512"):
+        raise VerificationError(f"{where}: the token's imprint uses unaccepted hash {imprint_hash}")
+    if imprinted != hashlib.new(imprint_hash, signed_value).digest():
+        raise VerificationError(f"{where}: the token's message imprint is not over this signature")
+    if nonce is not None and token_nonce != nonce:
+        raise VerificationError(f"{where}: the token's nonce does not match the request's")
+    cert = signer_certificate(message, where)
+    attrs = verify_signer_info(
+        message,
+        cert,
+        content_digest=content_digest(message.signer_info["digest_algorithm"], tst_der),
+        content_type="tst_info",
+        where=where,
+    )
+    check_signing_certificate(attrs, cert, where, required=True)
+    if window is not None:
+        earliest, latest = window
+        if not earliest - CLOCK_SKEW <= gen_time <= latest + CLOCK_SKEW:
+            raise VerificationError(
+                f"{where}: genTime {gen_time.isoformat()} is outside the request window "
+                f"{earliest.isoformat()} .. {latest.isoformat()}"
+            )
+    try:
+        validate_path(cert, message.certificates, roots, at=gen_time, purpose=TIME_STAMPING)
+    except VerificationError as exc:
+        raise VerificationError(f"{where}: TSA {exc.message}") from None
+    return TimestampToken(
+        der=token_der,
+        gen_time=gen_time,
+        tsa_subject=describe(cert),
+        hash_name=imprint_hash,
+        serial=serial,
+    )
+
+
+def verify_response(
+    response_der: bytes,
+    *,
+    signed_value: bytes,
+    nonce: int,
+    roots: Sequence[x509.Certificate],
+    window: tuple[dt.datetime, dt.datetime],
+    where: str,
+) -> TimestampToken:
+    """Check a TimeStampResp's status, then verify its token as `verify_token` does."""
+    try:
+        response = tsp.TimeStampResp.load(response_der, strict=True)
+        status = response["status"]
+        granted = status["status"].native
+        token = response["time_stamp_token"]
+        token_der = None if token.native is None else bytes(token.dump())
+    except (ValueError, TypeError, KeyError) as exc:
+        raise VerificationError(f"{where}: not a timestamp response ({str(exc)[:80]})") from None
+    if granted not in ("granted", "granted_with_mods"):
+        detail = "; ".join(status["status_string"].native or [])
+        fail_info = status["fail_info"].native
+        reasons = ", ".join(sorted(fail_info)) if fail_info else ""
+        raise VerificationError(
+            f"{where}: TSA answered status {granted}"
+            + (f" ({reasons})" if reasons else "")
+            + (f": {detail}" if detail else "")
+        )
+    if token_der is None:
+        raise VerificationError(f"{where}: TSA granted the request but sent no token")
+    return verify_token(
+        token_der, signed_value=signed_value, roots=roots, where=where, nonce=nonce, window=window
+    )
+
+
+class TimestampClient:
+    """Asks TSAs for tokens over one pooled HTTP session; batches run concurrently (bounded)."""
+
+    def __init__(self, settings: TsaSettings) -> None:
+        if not settings.urls:
+            raise ValueError("no TSA URL")
+        self.settings = settings
+        self._session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=len(settings.urls), pool_maxsize=max(1, settings.concurrency)
+        )
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._failed: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> TimestampClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def stamp(self, signed_value: bytes, hash_name: str) -> TimestampToken:
+        """A verified token over `signed_value` from the first TSA that gives one."""
+        problems: list[str] = []
+        for url in self.settings.urls:
+            with self._lock:
+                earlier = self._failed.get(url)
+            if earlier is not None:  # it already failed in this batch: do not wait on it again
+                problems.append(f"{url}: {earlier}")
+                continue
+            try:
+                return self._stamp_at(url, signed_value, hash_name)
+            except _TsaError as problem:
+                with self._lock:
+                    self._failed.setdefault(url, problem.reason)
+                problems.append(f"{url}: {problem.reason}")
+        raise BackendUnavailableError(
+            "no TSA issued a valid timestamp; nothing was written:\n"
+            + "\n".join(f"  {line}" for line in problems)
+        )
+
+    def stamp_many(self, items: Sequence[tuple[bytes, str]]) -> list[TimestampToken]:
+        """Tokens for (signature value, hash name) pairs, `concurrency` requests at a time."""
+        if len(items) <= 1:
+            return [self.stamp(value, hash_name) for value, hash_name in items]
+        workers = min(self.settings.concurrency, len(items))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda item: self.stamp(*item), items))
+
+    def _stamp_at(self, url: str, signed_value: bytes, hash_name: str) -> TimestampToken:
+        digest = hashlib.new(hash_name, signed_value).digest()
+        attempts = self.settings.retries + 1
+        reason = "not asked"
+        for attempt in range(attempts):
+            if attempt:
+                pause = self.settings.backoff * 2 ** (attempt - 1)
+                time.sleep(pause * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrecy
+            nonce = secrets.randbits(64)
+            started = dt.datetime.now(dt.UTC)
+            try:
+                answer = self._post(url, build_request(digest, hash_name, nonce))
+            except _TsaError as problem:
+                if not problem.retry:
+                    raise
+                reason = problem.reason
+                continue
+            try:
+                token = verify_response(
+                    answer,
+                    signed_value=signed_value,
+                    nonce=nonce,
+                    roots=self.settings.roots,
+                    window=(started, dt.datetime.now(dt.UTC)),
+                    where="response",
+                )
+            except VerificationError as exc:
+                # A wrong answer is not retried: a TSA that lies once is not asked again.
+                raise _TsaError(exc.message.removeprefix("response: "), retry=False) from None
+            return TimestampToken(
+                der=token.der,
+                gen_time=token.gen_time,
+                tsa_subject=token.tsa_subject,
+                hash_name=token.hash_name,
+                serial=token.serial,
+                url=url,
+            )
+        raise _TsaError(f"{reason} ({attempts} attempt{'s' if attempts > 1 else ''})", retry=True)
+
+    def _post(self, url: str, query: bytes) -> bytes:
+        timeout = self.settings.timeout
+        try:
+            with self._session.post(
+                url,
+                data=query,
+                headers={"Content-Type": "application/timestamp-query"},
+                timeout=(min(timeout, 5.0), timeout),
+                stream=True,
+            ) as response:
+                if response.status_code in _RETRY_STATUSES:
+                    raise _TsaError(f"HTTP {response.status_code}", retry=True)
+                if response.status_code != 200:
+                    raise _TsaError(f"HTTP {response.status_code}", retry=False)
+                body = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
+        except requests.Timeout:
+            raise _TsaError(f"timed out after {timeout:g} s", retry=True) from None
+        except requests.ConnectionError as exc:
+            refused = "refused" in str(exc).lower()
+            raise _TsaError(
+                "connection refused" if refused else "connection failed", retry=True
+            ) from None
+        except requests.RequestException as exc:
+            raise _TsaError(f"request failed ({type(exc).__name__})", retry=False) from None
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise _TsaError("answer too large to be a timestamp response", retry=False)
+        return bytes(body)
+
+
+def token_attribute(token: TimestampToken) -> bytes:
+    """The unsigned attribute id-aa-signatureTimeStampToken carrying `token` (DER)."""
+    return bytes(
+        cms.CMSAttribute(
+            {"type": TIMESTAMP_ATTRIBUTE, "values": [cms.ContentInfo.load(token.der)]}
+        ).dump()
+    )
+
+
+def embedded_tokens(signer_info: cms.SignerInfo) -> list[bytes]:
+    """The DER of every signature timestamp token in a SignerInfo's unsigned attributes."""
+    unsigned = signer_info["unsigned_attrs"]
+    if unsigned.native is None:
+        return []
+    return [
+        bytes(value.dump())
+        for attribute in unsigned
+        if attribute["type"].native == TIMESTAMP_ATTRIBUTE
+        for value in attribute["values"]
+    ]
