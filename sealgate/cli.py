@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from sealgate import __version__
-from sealgate.commands import demo, keys, sign, timestamp
+from sealgate.commands import demo, keys, sign, timestamp, verify
 from sealgate.errors import SealgateError
 from signer.errors import SignerError
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sealgate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (sign, timestamp, keys, demo):
+    for module in (sign, timestamp, verify, keys, demo):
         module.add_parser(commands)
     return parser
 

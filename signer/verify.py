@@ -1,0 +1,291 @@
+"""The release gate's judgement of one artifact and its `.p7s`: integrity, authenticity, time.
+
+Policy levels in the manner of Notary's trust policy: `strict` enforces everything;
+`audit` enforces integrity and authenticity and reports expiry, timestamp and revocation
+problems as warnings. Nothing here ever answers "verified" for what it could not prove.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID
+
+from signer.certificates import describe, fingerprint
+from signer.chain import CODE_SIGNING, check_validity, validate_path
+from signer.cmsverify import (
+    SignedMessage,
+    check_signing_certificate,
+    parse_signed_data,
+    signer_certificate,
+    verify_signer_info,
+)
+from signer.digest import digest_file
+from signer.errors import ConfigError, SignerError, VerificationError
+from signer.sign import SIGNATURE_SUFFIX
+from signer.timestamp import TimestampToken, embedded_tokens, verify_token
+
+
+class Level(enum.Enum):
+    STRICT = "strict"
+    AUDIT = "audit"
+
+
+@dataclass(frozen=True)
+class VerifyPolicy:
+    trust_roots: Sequence[x509.Certificate]
+    tsa_roots: Sequence[x509.Certificate] = ()
+    identities: Sequence[str] = ()
+    at: dt.datetime | None = None
+    require_timestamp: bool = False
+    crls: Sequence[x509.CertificateRevocationList] = ()
+    level: Level = Level.STRICT
+    signature_dir: Path | None = None
+
+
+@dataclass
+class Verdict:
+    """What the gate concluded about one artifact."""
+
+    artifact: Path
+    signature: Path
+    verified: bool = False
+    reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    signer: str | None = None
+    certificate_fingerprint: str | None = None
+    signing_time: dt.datetime | None = None
+    timestamp: TimestampToken | None = None
+    digest: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "artifact": str(self.artifact),
+            "signature": str(self.signature),
+            "verified": self.verified,
+            "reason": self.reason,
+            "warnings": self.warnings,
+            "signer": self.signer,
+            "certificate_sha256": self.certificate_fingerprint,
+            "signing_time": self.signing_time.isoformat() if self.signing_time else None,
+            "timestamp": None
+            if self.timestamp is None
+            else {
+                "gen_time": self.timestamp.gen_time.isoformat(),
+                "tsa": self.timestamp.tsa_subject,
+                "serial": format(self.timestamp.serial, "x"),
+            },
+            "digest": self.digest,
+        }
+
+
+class _Judge:
+    """Applies the level: a time-class problem fails in strict mode, warns in audit mode."""
+
+    def __init__(self, verdict: Verdict, level: Level) -> None:
+        self.verdict = verdict
+        self.level = level
+
+    def soft(self, problem: str) -> None:
+        if self.level is Level.STRICT:
+            raise VerificationError(problem)
+        self.verdict.warnings.append(problem)
+
+
+def signature_path_for(artifact: Path, signature_dir: Path | None) -> Path:
+    return (signature_dir or artifact.parent) / (artifact.name + SIGNATURE_SUFFIX)
+
+
+def verify_artifact(artifact: Path, policy: VerifyPolicy) -> Verdict:
+    """Judge one artifact; the verdict carries the reason when it is not verified."""
+    verdict = Verdict(artifact, signature_path_for(artifact, policy.signature_dir))
+    try:
+        _verify(verdict, policy)
+    except SignerError as exc:  # VerificationError, or a ConfigError about this artifact
+        verdict.verified = False
+        verdict.reason = exc.message
+    return verdict
+
+
+def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
+    judge = _Judge(verdict, policy.level)
+    where = str(verdict.signature)
+    if not verdict.artifact.exists():
+        raise VerificationError(f"{verdict.artifact}: artifact missing")
+    try:
+        der = verdict.signature.read_bytes()
+    except FileNotFoundError:
+        raise VerificationError(
+            f"{verdict.artifact}: unsigned ({verdict.signature} missing)"
+        ) from None
+    except OSError as exc:
+        raise VerificationError(f"{where}: cannot read signature ({exc.strerror})") from None
+
+    message = parse_signed_data(der, where)
+    encap = message.signed_data["encap_content_info"]
+    if encap["content_type"].native != "data" or encap["content"].native is not None:
+        raise VerificationError(f"{where}: not a detached signature over data")
+
+    cert = signer_certificate(message, where)
+    verdict.signer = describe(cert)
+    verdict.certificate_fingerprint = fingerprint(cert)
+    try:
+        artifact_digest = digest_file(verdict.artifact, message.digest_name)
+    except ConfigError as exc:
+        raise VerificationError(exc.message) from None
+    verdict.digest = f"{message.digest_name}:{artifact_digest.digest.hex()}"
+    attrs = verify_signer_info(
+        message, cert, content_digest=artifact_digest.digest, content_type="data", where=where
+    )
+    check_signing_certificate(attrs, cert, where, required=True)
+    claimed = getattr(attrs.get("signing_time"), "native", None)
+    verdict.signing_time = claimed if isinstance(claimed, dt.datetime) else None
+
+    verdict.timestamp = _trusted_timestamp(message, policy, judge, where)
+    if verdict.timestamp is None and policy.require_timestamp:
+        judge.soft(f"{where}: no trusted RFC 3161 timestamp, and one is required")
+    now = policy.at or dt.datetime.now(dt.UTC)
+    moment = verdict.timestamp.gen_time if verdict.timestamp else now
+
+    try:
+        check_validity(cert, moment, "signer certificate")
+    except VerificationError as exc:
+        proof = "the timestamp" if verdict.timestamp else "now (no trusted timestamp)"
+        judge.soft(f"{where}: {exc.message}, judged at {proof}")
+        # audit level: the rest of the path is still judged, inside the leaf's validity
+        moment = min(max(moment, cert.not_valid_before_utc), cert.not_valid_after_utc)
+    chain = validate_path(
+        cert, message.certificates, policy.trust_roots, at=moment, purpose=CODE_SIGNING
+    )
+    _check_identity(cert, policy.identities, where)
+    _check_revocation(chain, policy.crls, verdict.timestamp, now, judge, where)
+    verdict.verified = True
+
+
+def _trusted_timestamp(
+    message: SignedMessage, policy: VerifyPolicy, judge: _Judge, where: str
+) -> TimestampToken | None:
+    """The earliest token that verifies over this signature; problems are time-class issues."""
+    tokens = embedded_tokens(message.signer_info)
+    if not tokens:
+        return None
+    if not policy.tsa_roots:
+        # Not a problem by itself: without a trusted token, time is judged at "now".
+        judge.verdict.warnings.append(
+            f"{where}: carries a timestamp that is not used: no --tsa-roots were given"
+        )
+        return None
+    good: list[TimestampToken] = []
+    problems: list[str] = []
+    for index, token_der in enumerate(tokens):
+        try:
+            good.append(
+                verify_token(
+                    token_der,
+                    signed_value=message.signature,
+                    roots=policy.tsa_roots,
+                    where=f"timestamp {index + 1}",
+                )
+            )
+        except VerificationError as exc:
+            problems.append(exc.message)
+    if not good:
+        judge.soft(f"{where}: timestamp not accepted: {'; '.join(problems)}")
+        return None
+    return min(good, key=lambda token: token.gen_time)
+
+
+def _identity_names(cert: x509.Certificate) -> set[str]:
+    names = {cert.subject.rfc4514_string()}
+    try:
+        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+    except x509.ExtensionNotFound:
+        return names
+    for kind in (x509.RFC822Name, x509.DNSName, x509.UniformResourceIdentifier):
+        names.update(str(value) for value in san.get_values_for_type(kind))  # type: ignore[attr-defined]
+    return names
+
+
+def _check_identity(cert: x509.Certificate, identities: Sequence[str], where: str) -> None:
+    if not identities:
+        return
+    names = _identity_names(cert)
+    wanted = set()
+    for identity in identities:
+        wanted.add(identity)
+        try:  # "CN=a, O=b" and "CN=a,O=b" name the same subject
+            wanted.add(x509.Name.from_rfc4514_string(identity).rfc4514_string())
+        except ValueError:
+            pass
+    if not names & wanted:
+        raise VerificationError(
+            f"{where}: signer {describe(cert)!r} is not an allowed identity "
+            f"(allowed: {', '.join(identities)})"
+        )
+
+
+def _check_revocation(
+    chain: Sequence[x509.Certificate],
+    crls: Sequence[x509.CertificateRevocationList],
+    token: TimestampToken | None,
+    now: dt.datetime,
+    judge: _Judge,
+    where: str,
+) -> None:
+    """A revocation before the signing time fails; keyCompromise fails whatever the time."""
+    if not crls:
+        return
+    signing_moment = token.gen_time if token else now
+    for index, cert in enumerate(chain[:-1]):
+        issuer = chain[index + 1]
+        for crl in crls:
+            if crl.issuer != cert.issuer:
+                continue
+            if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                judge.soft(
+                    f"{where}: a CRL names {describe(issuer)!r} as issuer but its signature "
+                    "does not verify with that CA's key"
+                )
+                continue
+            revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            if revoked is None:
+                continue
+            reason = _reason(revoked)
+            when = revoked.revocation_date_utc
+            role = "signer certificate" if index == 0 else "CA certificate"
+            if reason == x509.ReasonFlags.key_compromise:
+                judge.soft(
+                    f"{where}: {role} {describe(cert)!r} was revoked for key compromise on "
+                    f"{when.isoformat()}; no signature by it is trusted"
+                )
+            elif when <= signing_moment:
+                judge.soft(
+                    f"{where}: {role} {describe(cert)!r} was revoked on {when.isoformat()}"
+                    f"{f' ({reason.value})' if reason else ''}, before the signing time "
+                    f"{signing_moment.isoformat()}"
+                )
+
+
+def _reason(revoked: x509.RevokedCertificate) -> x509.ReasonFlags | None:
+    try:
+        return revoked.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return None
+
+
+def load_crl(path: Path) -> x509.CertificateRevocationList:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--crl {path}: cannot read ({exc.strerror})") from None
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except ValueError:
+        raise ConfigError(f"--crl {path}: not a PEM or DER CRL") from None
