@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from asn1crypto import algos, cms, parser, tsp
+from asn1crypto import algos, cms, core, parser, tsp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -29,6 +29,7 @@ from signer.errors import ConfigError, VerificationError
 # Make sure asn1crypto knows the ESS attributes (it registers them when tsp is imported).
 _ = tsp.SigningCertificateV2
 
+TIMESTAMP_ATTRIBUTE = "signature_time_stamp_token"  # id-aa-signatureTimeStampToken (CAdES-T)
 _ECDSA = {"sha256_ecdsa": "sha256", "sha384_ecdsa": "sha384", "sha512_ecdsa": "sha512"}
 _RSA = {"sha256_rsa": "sha256", "sha384_rsa": "sha384", "sha512_rsa": "sha512"}
 
@@ -40,6 +41,11 @@ class SignedMessage:
     signed_data: cms.SignedData
     signer_info: cms.SignerInfo
     certificates: list[x509.Certificate]
+    #: Exact received bytes, taken before any `.native` access: asn1crypto may re-encode
+    #: parts it has decoded, and a signature covers the bytes as they were sent.
+    signed_attrs_der: bytes
+    econtent: bytes | None
+    timestamp_tokens: list[bytes]
 
     @property
     def signature(self) -> bytes:
@@ -59,8 +65,24 @@ def parse_signed_data(der: bytes, where: str) -> SignedMessage:
                 f"{where}: not a CMS SignedData ({info['content_type'].native})"
             )
         signed_data = info["content"]
-        _ = signed_data.native  # parse everything now: truncation and garbage surface here
         signer_infos = signed_data["signer_infos"]
+        if len(signer_infos) != 1:
+            raise VerificationError(
+                f"{where}: holds {len(signer_infos)} SignerInfos; exactly one is allowed"
+            )
+        signer_info = signer_infos[0]
+        signed_attrs = signer_info["signed_attrs"]
+        signed_attrs_der = b"" if isinstance(signed_attrs, core.Void) else signed_attrs.contents
+        content = signed_data["encap_content_info"]["content"]
+        econtent = None if isinstance(content, core.Void) else bytes(content.contents)
+        unsigned = signer_info["unsigned_attrs"]
+        tokens = [
+            bytes(value.dump())
+            for attribute in ([] if isinstance(unsigned, core.Void) else unsigned)
+            if attribute["type"].native == TIMESTAMP_ATTRIBUTE
+            for value in attribute["values"]
+        ]
+        _touch(signed_data)
         certificates = [
             x509.load_der_x509_certificate(choice.chosen.dump())
             for choice in signed_data["certificates"] or []
@@ -70,11 +92,27 @@ def parse_signed_data(der: bytes, where: str) -> SignedMessage:
         raise
     except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
         raise VerificationError(f"{where}: malformed CMS signature ({_short(exc)})") from None
-    if len(signer_infos) != 1:
-        raise VerificationError(
-            f"{where}: holds {len(signer_infos)} SignerInfos; exactly one is allowed"
-        )
-    return SignedMessage(signed_data, signer_infos[0], certificates)
+    return SignedMessage(
+        signed_data, signer_info, certificates, bytes(signed_attrs_der), econtent, tokens
+    )
+
+
+def _touch(signed_data: cms.SignedData) -> None:
+    """Parse every part Sealgate reads, so truncation and garbage surface here as one error.
+
+    Certificates are left to cryptography's strict parser: asn1crypto's `.native` on a whole
+    token decodes them too and costs tens of milliseconds.
+    """
+    _ = signed_data["version"].native, signed_data["digest_algorithms"].native
+    encap = signed_data["encap_content_info"]
+    _ = encap["content_type"].native, encap["content"].contents
+    for signer_info in signed_data["signer_infos"]:
+        for name in ("version", "sid", "digest_algorithm", "signature_algorithm", "signature"):
+            _ = signer_info[name].native
+        for attribute in signer_info["signed_attrs"] or []:
+            _ = attribute.native
+        for attribute in signer_info["unsigned_attrs"] or []:
+            _ = attribute["type"].native, attribute["values"].contents
 
 
 def _short(exc: BaseException) -> str:
@@ -149,7 +187,7 @@ def scheme_of(message: SignedMessage, public_key: PublicKeyTypes, where: str) ->
 
 def signed_attributes(message: SignedMessage, where: str) -> dict[str, object]:
     attrs = message.signer_info["signed_attrs"]
-    if attrs.native is None or not len(attrs):
+    if not message.signed_attrs_der or not len(attrs):
         raise VerificationError(f"{where}: the SignerInfo has no signed attributes")
     found: dict[str, object] = {}
     for attribute in attrs:
@@ -187,7 +225,7 @@ def verify_signer_info(
         )
     scheme = scheme_of(message, cert.public_key(), where)
     # The signature covers the attributes as received, encoded as a SET OF (RFC 5652 §5.4).
-    tbs = parser.emit(0, 1, 17, message.signer_info["signed_attrs"].contents)
+    tbs = parser.emit(0, 1, 17, message.signed_attrs_der)
     try:
         verify_signature(cert.public_key(), message.signature, tbs, scheme)
     except InvalidSignature:

@@ -18,15 +18,17 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import requests
-from asn1crypto import cms, tsp
+from asn1crypto import cms, core, tsp
 from cryptography import x509
 from requests.adapters import HTTPAdapter
 
 from signer.certificates import describe
 from signer.chain import TIME_STAMPING, validate_path
 from signer.cmsverify import (
+    TIMESTAMP_ATTRIBUTE,
     check_signing_certificate,
     content_digest,
     parse_signed_data,
@@ -39,7 +41,6 @@ from signer.errors import BackendUnavailableError, VerificationError
 CLOCK_SKEW = dt.timedelta(minutes=5)
 #: A timestamp reply is a few kilobytes; anything much larger is not one.
 MAX_RESPONSE_BYTES = 1 << 20
-TIMESTAMP_ATTRIBUTE = "signature_time_stamp_token"  # id-aa-signatureTimeStampToken
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -65,6 +66,16 @@ class TimestampToken:
     hash_name: str
     serial: int
     url: str | None = None
+
+
+class TimeStampResp(core.Sequence):  # type: ignore[misc]
+    """RFC 3161 TimeStampResp with its token OPTIONAL, as the RFC has it: asn1crypto's makes
+    the token mandatory and so cannot read a rejection."""
+
+    _fields: ClassVar[list[tuple[Any, ...]]] = [
+        ("status", tsp.PKIStatusInfo),
+        ("time_stamp_token", cms.ContentInfo, {"optional": True}),
+    ]
 
 
 class _TsaError(Exception):
@@ -104,10 +115,10 @@ def verify_token(
     """Verify a TimeStampToken over `signed_value` (a signature value); raise with the reason."""
     message = parse_signed_data(token_der, where)
     encap = message.signed_data["encap_content_info"]
-    if encap["content_type"].native != "tst_info":
+    if encap["content_type"].native != "tst_info" or message.econtent is None:
         raise VerificationError(f"{where}: the token does not hold a TSTInfo")
     try:
-        tst_der = bytes(encap["content"].contents)
+        tst_der = message.econtent
         tst = tsp.TSTInfo.load(tst_der, strict=True)
         imprint = tst["message_imprint"]
         imprint_hash = imprint["hash_algorithm"]["algorithm"].native
@@ -163,11 +174,11 @@ def verify_response(
 ) -> TimestampToken:
     """Check a TimeStampResp's status, then verify its token as `verify_token` does."""
     try:
-        response = tsp.TimeStampResp.load(response_der, strict=True)
+        response = TimeStampResp.load(response_der, strict=True)
         status = response["status"]
         granted = status["status"].native
         token = response["time_stamp_token"]
-        token_der = None if token.native is None else bytes(token.dump())
+        token_der = None if isinstance(token, core.Void) else bytes(token.dump())
     except (ValueError, TypeError, KeyError) as exc:
         raise VerificationError(f"{where}: not a timestamp response ({str(exc)[:80]})") from None
     if granted not in ("granted", "granted_with_mods"):
@@ -314,16 +325,3 @@ def token_attribute(token: TimestampToken) -> bytes:
             {"type": TIMESTAMP_ATTRIBUTE, "values": [cms.ContentInfo.load(token.der)]}
         ).dump()
     )
-
-
-def embedded_tokens(signer_info: cms.SignerInfo) -> list[bytes]:
-    """The DER of every signature timestamp token in a SignerInfo's unsigned attributes."""
-    unsigned = signer_info["unsigned_attrs"]
-    if unsigned.native is None:
-        return []
-    return [
-        bytes(value.dump())
-        for attribute in unsigned
-        if attribute["type"].native == TIMESTAMP_ATTRIBUTE
-        for value in attribute["values"]
-    ]

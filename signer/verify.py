@@ -28,7 +28,7 @@ from signer.cmsverify import (
 from signer.digest import digest_file
 from signer.errors import ConfigError, SignerError, VerificationError
 from signer.sign import SIGNATURE_SUFFIX
-from signer.timestamp import TimestampToken, embedded_tokens, verify_token
+from signer.timestamp import TimestampToken, verify_token
 
 
 class Level(enum.Enum):
@@ -128,7 +128,7 @@ def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
 
     message = parse_signed_data(der, where)
     encap = message.signed_data["encap_content_info"]
-    if encap["content_type"].native != "data" or encap["content"].native is not None:
+    if encap["content_type"].native != "data" or message.econtent is not None:
         raise VerificationError(f"{where}: not a detached signature over data")
 
     cert = signer_certificate(message, where)
@@ -171,7 +171,7 @@ def _trusted_timestamp(
     message: SignedMessage, policy: VerifyPolicy, judge: _Judge, where: str
 ) -> TimestampToken | None:
     """The earliest token that verifies over this signature; problems are time-class issues."""
-    tokens = embedded_tokens(message.signer_info)
+    tokens = message.timestamp_tokens
     if not tokens:
         return None
     if not policy.tsa_roots:
