@@ -8,6 +8,7 @@ import pytest
 
 from tests.components import IN_CI, require
 from tests.components.hsm import HsmFixture, RemoteHsm, make_hsm, remote_hsm
+from tests.components.tsa import MODES, LocalTsa, TsaPki, make_tsa_pki
 
 __all__ = ["require"]
 
@@ -24,6 +25,31 @@ def hsm(tmp_path_factory: pytest.TempPathFactory) -> HsmFixture:
 def remote(hsm: HsmFixture, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteHsm]:
     """The same token behind `p11-kit server`, reached through p11-kit-client.so."""
     yield from remote_hsm(hsm, tmp_path_factory.mktemp("p11kit"))
+
+
+@pytest.fixture(scope="session")
+def tsa_pki(tmp_path_factory: pytest.TempPathFactory) -> TsaPki:
+    """The local TSAs' own CA (`root_pem` is what --tsa-roots trusts) and their certificates."""
+    return make_tsa_pki(tmp_path_factory.mktemp("tsa"))
+
+
+@pytest.fixture(scope="session")
+def tsas(tsa_pki: TsaPki) -> Iterator[dict[str, LocalTsa]]:
+    """One running local TSA per mode (good, rsa, ess_v1 and every broken one), side by side."""
+    servers = {mode: LocalTsa(tsa_pki, mode, delay=3.0) for mode in MODES}
+    try:
+        for server in servers.values():
+            server.start()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def tsa(tsas: dict[str, LocalTsa]) -> LocalTsa:
+    """The good local TSA: `openssl ts -reply` behind HTTP."""
+    return tsas["good"]
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -1,0 +1,226 @@
+"""RFC 3161 timestamps at signing time and later, against a real local TSA and broken ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from signer.cmsverify import parse_signed_data
+from tests.components.cli import openssl_cms_verify, sealgate
+from tests.components.hsm import HsmFixture
+from tests.components.tsa import LocalTsa, TsaPki, openssl_ts_verify_token, start_tsa
+
+
+def _artifacts(tmp_path: Path, count: int = 1) -> list[Path]:
+    paths = []
+    for i in range(count):
+        path = tmp_path / f"app-{i}.tar.gz"
+        path.write_bytes(f"release payload {i}\n".encode() * 100)
+        paths.append(path)
+    return paths
+
+
+def _sign(hsm: HsmFixture, tsa_pki: TsaPki, *args: str | Path) -> tuple[int, str, str]:
+    result = sealgate(
+        "sign", "--key", hsm.uri("ec256"), "--chain", hsm.chain_pem,
+        "--tsa-roots", tsa_pki.root_pem, *args, env=hsm.env,
+    )  # fmt: skip
+    return result.returncode, result.stdout, result.stderr
+
+
+def _token_and_signature(p7s: Path) -> tuple[bytes, bytes]:
+    message = parse_signed_data(p7s.read_bytes(), str(p7s))
+    [token] = message.timestamp_tokens
+    return token, message.signature
+
+
+@pytest.mark.parametrize("mode", ["good", "rsa", "ess_v1"])
+def test_timestamped_signature_verifies_with_stock_openssl(
+    hsm: HsmFixture, tsa_pki: TsaPki, tsas: dict[str, LocalTsa], tmp_path: Path, mode: str
+) -> None:
+    [artifact] = _artifacts(tmp_path)
+    code, out, err = _sign(hsm, tsa_pki, "--tsa", tsas[mode].url, "--json", artifact)
+    assert code == 0, err
+    [entry] = json.loads(out)["signed"]
+    assert entry["timestamp"]["url"] == tsas[mode].url
+    p7s = Path(entry["output"])
+    # the CMS signature is still exactly what OpenSSL verifies (CAdES-T)
+    assert openssl_cms_verify(p7s, artifact, hsm.root_pem).returncode == 0
+    # and the token, taken out, is a valid RFC 3161 token over the signature value
+    token, signature = _token_and_signature(p7s)
+    verified = openssl_ts_verify_token(token, signature, tsa_pki.root_pem)
+    assert verified.returncode == 0, verified.stderr
+    assert "Verification: OK" in verified.stdout
+    # over other data it is not
+    assert openssl_ts_verify_token(token, signature[:-1] + b"\0", tsa_pki.root_pem).returncode != 0
+
+
+def test_failover_to_the_next_tsa(
+    hsm: HsmFixture, tsa_pki: TsaPki, tsas: dict[str, LocalTsa], tmp_path: Path
+) -> None:
+    [artifact] = _artifacts(tmp_path)
+    code, out, err = _sign(
+        hsm, tsa_pki, "--tsa", tsas["refuse"].url, "--tsa", tsas["wrong_nonce"].url,
+        "--tsa", tsas["good"].url, "--tsa-retries", "0", "--json", artifact,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["signed"][0]["timestamp"]["url"] == tsas["good"].url
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("refuse", "connection refused (1 attempt)"),
+        ("garbage", "not a timestamp response"),
+        ("http_error", "HTTP 500"),
+        ("slow", "timed out after 1 s"),
+        ("wrong_nonce", "nonce does not match"),
+        ("wrong_imprint", "message imprint is not over this signature"),
+        ("untrusted", "does not chain to a trusted root"),
+        ("no_eku", "has no extendedKeyUsage; timeStamping is required"),
+        ("noncritical_eku", "not marked critical"),
+        ("expired", "had expired"),
+        ("rejection", "TSA answered status rejection (bad_request): rejected (deliberate)"),
+        ("no_token", "sent no token"),
+        ("no_cert", "certificate is not in the signature"),
+    ],
+)
+def test_every_bad_tsa_fails_closed(
+    hsm: HsmFixture,
+    tsa_pki: TsaPki,
+    tsas: dict[str, LocalTsa],
+    tmp_path: Path,
+    mode: str,
+    reason: str,
+) -> None:
+    artifacts = _artifacts(tmp_path, 2)
+    code, _, err = _sign(
+        hsm, tsa_pki, "--tsa", tsas[mode].url, "--tsa-retries", "0", "--tsa-timeout", "1",
+        *artifacts,
+    )  # fmt: skip
+    assert code == 3, err
+    assert "no TSA issued a valid timestamp; nothing was written" in err
+    assert f"{tsas[mode].url}: " in err and reason in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [a.name for a in artifacts]
+
+
+def test_one_line_per_tsa_when_none_answers(
+    hsm: HsmFixture, tsa_pki: TsaPki, tsas: dict[str, LocalTsa], tmp_path: Path
+) -> None:
+    [artifact] = _artifacts(tmp_path)
+    urls = [tsas["refuse"].url, tsas["rejection"].url, tsas["untrusted"].url]
+    code, _, err = _sign(
+        hsm, tsa_pki, *(arg for url in urls for arg in ("--tsa", url)), "--tsa-retries", "1",
+        artifact,
+    )  # fmt: skip
+    assert code == 3
+    lines = err.splitlines()
+    assert lines[0] == "sealgate: error: no TSA issued a valid timestamp; nothing was written:"
+    assert [line.split(": ")[0].strip() for line in lines[1:]] == urls
+    assert "connection refused (2 attempts)" in lines[1]
+    assert not (tmp_path / f"{artifact.name}.p7s").exists()
+
+
+def test_retries_with_backoff_until_the_tsa_recovers(
+    hsm: HsmFixture, tsa_pki: TsaPki, tmp_path: Path
+) -> None:
+    [artifact] = _artifacts(tmp_path)
+    with start_tsa(tsa_pki, "fail_then_ok", failures=2) as flaky:
+        too_few = _sign(hsm, tsa_pki, "--tsa", flaky.url, "--tsa-retries", "1", artifact)
+        assert too_few[0] == 3 and "HTTP 503 (2 attempts)" in too_few[2]
+    with start_tsa(tsa_pki, "fail_then_ok", failures=2) as flaky:
+        code, _, err = _sign(hsm, tsa_pki, "--tsa", flaky.url, "--tsa-retries", "2", artifact)
+        assert code == 0, err
+        assert flaky.request_count == 3
+
+
+def test_batch_reuses_connections_and_runs_concurrently(
+    hsm: HsmFixture, tsa_pki: TsaPki, tmp_path: Path
+) -> None:
+    artifacts = _artifacts(tmp_path, 40)
+    with start_tsa(tsa_pki, "good") as server:
+        code, out, err = _sign(
+            hsm, tsa_pki, "--tsa", server.url, "--tsa-concurrency", "4", "--json", *artifacts
+        )
+        assert code == 0, err
+        assert server.request_count == 40
+        assert 1 <= server.connections <= 4  # pooled: at most one connection per worker
+    serials = {entry["timestamp"]["serial"] for entry in json.loads(out)["signed"]}
+    assert len(serials) == 40
+
+
+def test_timestamp_an_existing_signature_later(
+    hsm: HsmFixture, tsa_pki: TsaPki, tsas: dict[str, LocalTsa], tmp_path: Path
+) -> None:
+    [artifact] = _artifacts(tmp_path)
+    signed = sealgate(
+        "sign",
+        "--key",
+        hsm.uri("ec384"),
+        "--cert",
+        hsm.cert_pems["ec384"],
+        "--chain",
+        hsm.chain_pem,
+        artifact,
+        env=hsm.env,
+    )
+    assert signed.returncode == 0, signed.stderr
+    p7s = tmp_path / f"{artifact.name}.p7s"
+    before = p7s.read_bytes()
+
+    failed = sealgate(
+        "timestamp", "--tsa", tsas["wrong_imprint"].url, "--tsa-roots", tsa_pki.root_pem, p7s
+    )
+    assert failed.returncode == 3
+    assert p7s.read_bytes() == before  # untouched when no valid token came
+
+    stamped = sealgate(
+        "timestamp", "--tsa", tsas["good"].url, "--tsa-roots", tsa_pki.root_pem, "--json", p7s
+    )
+    assert stamped.returncode == 0, stamped.stderr
+    assert json.loads(stamped.stdout)["timestamped"][0]["signature"] == str(p7s)
+    assert openssl_cms_verify(p7s, artifact, hsm.root_pem).returncode == 0
+    token, signature = _token_and_signature(p7s)
+    assert openssl_ts_verify_token(token, signature, tsa_pki.root_pem).returncode == 0
+    # the signed part is byte for byte what was signed
+    assert (
+        parse_signed_data(before, "before").signed_attrs_der
+        == parse_signed_data(p7s.read_bytes(), "after").signed_attrs_der
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tsa", "http://127.0.0.1:1/"], "--tsa-roots is required with --tsa"),
+        (["--tsa", "ftp://example/", "--tsa-roots", "X"], "not an http(s) URL"),
+    ],
+)
+def test_tsa_options_are_checked(
+    hsm: HsmFixture, tmp_path: Path, args: list[str], message: str
+) -> None:
+    [artifact] = _artifacts(tmp_path)
+    result = sealgate("sign", "--key", hsm.uri("ec256"), *args, artifact, env=hsm.env)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_tsa_roots_must_be_ca_certificates(
+    hsm: HsmFixture, tsa_pki: TsaPki, tmp_path: Path
+) -> None:
+    [artifact] = _artifacts(tmp_path)
+    result = sealgate(
+        "sign",
+        "--key",
+        hsm.uri("ec256"),
+        "--tsa",
+        "http://127.0.0.1:1/",
+        "--tsa-roots",
+        tsa_pki.good.cert,
+        artifact,
+        env=hsm.env,
+    )
+    assert result.returncode == 2
+    assert "is not a CA certificate" in result.stderr
