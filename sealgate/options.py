@@ -6,10 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
+from sealgate.errors import SealgateError
 from signer.chain import load_trust_roots
 from signer.timestamp import TsaSettings
-
-from sealgate.errors import SealgateError
 
 
 def _env_list(name: str) -> list[str]:

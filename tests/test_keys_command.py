@@ -90,7 +90,7 @@ def test_csr_with_bad_subject(hsm: HsmFixture) -> None:
 
 
 def test_demo_runs_the_main_job(tmp_path: Path) -> None:
-    """The README's first command: a local token, a local CA, one signature OpenSSL verifies."""
+    """The README's first command: a local token, CA and TSA; one signature OpenSSL verifies."""
     from sealgate.softhsm import softhsm_module
     from tests.components import require
 
@@ -99,6 +99,12 @@ def test_demo_runs_the_main_job(tmp_path: Path) -> None:
     result = sealgate("demo", "--workdir", workdir)
     assert result.returncode == 0, result.stderr
     assert "openssl says: CMS Verification successful" in result.stdout
+    assert "local RFC 3161 TSA" in result.stdout and "sealgate verify says verified" in result.stdout
+    gate = sealgate(
+        "verify", "--trust-roots", workdir / "root.pem", "--tsa-roots",
+        workdir / "tsa" / "tsa-root.pem", "--require-timestamp", workdir / "sample-artifact.txt",
+    )  # fmt: skip
+    assert gate.returncode == 0, gate.stdout + gate.stderr
     assert (workdir / "sample-artifact.txt.p7s").is_file()
     pin = (workdir / "hsm" / "user.pin").read_text()
     assert pin not in result.stdout + result.stderr

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from signer.sign import timestamp_signatures
-
 from sealgate.options import add_tsa_options, tsa_settings
 from sealgate.output import emit_json
+from signer.sign import timestamp_signatures
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
