@@ -224,3 +224,35 @@ def test_tsa_roots_must_be_ca_certificates(
     )
     assert result.returncode == 2
     assert "is not a CA certificate" in result.stderr
+
+
+def test_gen_time_outside_the_request_window_is_refused(
+    tsa_pki: TsaPki, tsas: dict[str, LocalTsa]
+) -> None:
+    """A token whose genTime is far from when we asked (a TSA with a broken clock) is not used."""
+    import datetime as dt
+    import hashlib
+
+    from signer.chain import load_trust_roots
+    from signer.errors import VerificationError
+    from signer.timestamp import build_request, verify_response
+    from tests.components.tsa import post_query
+
+    value = b"signature value"
+    nonce = 4242
+    answer = post_query(
+        tsas["good"].url, build_request(hashlib.sha256(value).digest(), "sha256", nonce)
+    )
+    roots = load_trust_roots(tsa_pki.root_pem, "--tsa-roots")
+    now = dt.datetime.now(dt.UTC)
+    token = verify_response(
+        answer.content, signed_value=value, nonce=nonce, roots=roots,
+        window=(now - dt.timedelta(minutes=1), now), where="response",
+    )  # fmt: skip
+    assert abs(token.gen_time - now) < dt.timedelta(minutes=1)
+    last_year = (now - dt.timedelta(days=365), now - dt.timedelta(days=364))
+    with pytest.raises(VerificationError, match="outside the request window"):
+        verify_response(
+            answer.content, signed_value=value, nonce=nonce, roots=roots, window=last_year,
+            where="response",
+        )  # fmt: skip
