@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from asn1crypto import algos, cms, core, parser, tsp
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
@@ -83,6 +83,7 @@ def parse_signed_data(der: bytes, where: str) -> SignedMessage:
             for value in attribute["values"]
         ]
         _touch(signed_data)
+        _check_unsigned_fields(signed_data, signer_info, where)
         certificates = [
             x509.load_der_x509_certificate(choice.chosen.dump())
             for choice in signed_data["certificates"] or []
@@ -90,7 +91,7 @@ def parse_signed_data(der: bytes, where: str) -> SignedMessage:
         ]
     except VerificationError:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, x509.InvalidVersion) as exc:
         raise VerificationError(f"{where}: malformed CMS signature ({_short(exc)})") from None
     return SignedMessage(
         signed_data, signer_info, certificates, bytes(signed_attrs_der), econtent, tokens
@@ -115,9 +116,59 @@ def _touch(signed_data: cms.SignedData) -> None:
             _ = attribute["type"].native, attribute["values"].contents
 
 
+def _check_unsigned_fields(
+    signed_data: cms.SignedData, signer_info: cms.SignerInfo, where: str
+) -> None:
+    """RFC 5652's MUSTs for the fields no signature covers: the versions and digestAlgorithms.
+
+    Nothing signs them, so without these checks a changed byte there would still verify.
+    """
+    sid_version = "v1" if signer_info["sid"].name == "issuer_and_serial_number" else "v3"
+    if signer_info["version"].native != sid_version:
+        raise VerificationError(
+            f"{where}: SignerInfo version {signer_info['version'].native} does not fit its "
+            f"signer identifier ({sid_version} expected, RFC 5652 section 5.3)"
+        )
+    expected = _signed_data_version(signed_data, sid_version)
+    if signed_data["version"].native != expected:
+        raise VerificationError(
+            f"{where}: SignedData version {signed_data['version'].native} is not the "
+            f"{expected} RFC 5652 section 5.1 requires for its content"
+        )
+    declared = {alg["algorithm"].dotted for alg in signed_data["digest_algorithms"]}
+    if signer_info["digest_algorithm"]["algorithm"].dotted not in declared:
+        raise VerificationError(
+            f"{where}: the SignerInfo's digest algorithm "
+            f"{signer_info['digest_algorithm']['algorithm'].native} is not among the "
+            "SignedData's digestAlgorithms"
+        )
+
+
+def _signed_data_version(signed_data: cms.SignedData, signer_version: str) -> str:
+    """The SignedData version RFC 5652 section 5.1 assigns to this content."""
+    certificates = [choice.name for choice in signed_data["certificates"] or []]
+    crls = [choice.name for choice in signed_data["crls"] or []]
+    if "other" in certificates or "other" in crls:
+        return "v5"
+    if "v2_attr_cert" in certificates:
+        return "v4"
+    if (
+        "v1_attr_cert" in certificates
+        or signer_version == "v3"
+        or signed_data["encap_content_info"]["content_type"].native != "data"
+    ):
+        return "v3"
+    return "v1"
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:120]
+
+
+#: What cryptography raises for a certificate it loaded but cannot read a part of (it parses
+#: names, keys and extensions lazily; an unknown string tag in a name is a KeyError).
+_MALFORMED_CERTIFICATE = (ValueError, KeyError, UnsupportedAlgorithm, x509.DuplicateExtension)
 
 
 def signer_certificate(
@@ -130,18 +181,35 @@ def signer_certificate(
         issuer = sid.chosen["issuer"].dump()
         serial = sid.chosen["serial_number"].native
         for cert in candidates:
-            if cert.serial_number == serial and cert.issuer.public_bytes() == issuer:
-                return cert
+            try:  # cryptography parses names lazily: a garbled one fails here
+                found = cert.serial_number == serial and cert.issuer.public_bytes() == issuer
+            except _MALFORMED_CERTIFICATE:
+                continue  # unreadable, so it cannot be the one the SignerInfo names
+            if found:
+                return _usable(cert, where)
     else:
         key_id = sid.chosen.native
         for cert in candidates:
             try:
                 ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-            except x509.ExtensionNotFound:
+            except (x509.ExtensionNotFound, *_MALFORMED_CERTIFICATE):
                 continue
             if ski.digest == key_id:
-                return cert
+                return _usable(cert, where)
     raise VerificationError(f"{where}: the signer's certificate is not in the signature")
+
+
+def _usable(cert: x509.Certificate, where: str) -> x509.Certificate:
+    """The signer's certificate, once every part the checks read has parsed."""
+    try:
+        _ = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+        _ = cert.public_key(), cert.extensions
+        _ = cert.not_valid_before_utc, cert.not_valid_after_utc
+    except _MALFORMED_CERTIFICATE as exc:
+        raise VerificationError(
+            f"{where}: the signer's certificate is malformed ({_short(exc)})"
+        ) from None
+    return cert
 
 
 def scheme_of(message: SignedMessage, public_key: PublicKeyTypes, where: str) -> SignatureScheme:

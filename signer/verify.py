@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
+from signer.algorithms import HASH_NAMES
 from signer.certificates import describe, fingerprint
 from signer.chain import CODE_SIGNING, check_validity, validate_path
 from signer.cmsverify import (
@@ -125,6 +127,8 @@ def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
         ) from None
     except OSError as exc:
         raise VerificationError(f"{where}: cannot read signature ({exc.strerror})") from None
+    if not der:
+        raise VerificationError(f"{where}: the signature file is empty")
 
     message = parse_signed_data(der, where)
     encap = message.signed_data["encap_content_info"]
@@ -134,6 +138,8 @@ def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
     cert = signer_certificate(message, where)
     verdict.signer = describe(cert)
     verdict.certificate_fingerprint = fingerprint(cert)
+    if message.digest_name not in HASH_NAMES:  # refuse before hashing anything with it
+        raise VerificationError(f"{where}: digest algorithm {message.digest_name} is not accepted")
     try:
         artifact_digest = digest_file(verdict.artifact, message.digest_name)
     except ConfigError as exc:
@@ -211,6 +217,10 @@ def _identity_names(cert: x509.Certificate) -> set[str]:
     return names
 
 
+#: Unescaped spaces beside an RDN separator: RFC 4514 has none there, people write them.
+_SPACE_AROUND_SEPARATOR = re.compile(r"(?<!\\)\s+(?=[,+])|(?<=[,+])(?<!\\[,+])\s+")
+
+
 def _check_identity(cert: x509.Certificate, identities: Sequence[str], where: str) -> None:
     if not identities:
         return
@@ -219,7 +229,8 @@ def _check_identity(cert: x509.Certificate, identities: Sequence[str], where: st
     for identity in identities:
         wanted.add(identity)
         try:  # "CN=a, O=b" and "CN=a,O=b" name the same subject
-            wanted.add(x509.Name.from_rfc4514_string(identity).rfc4514_string())
+            compact = _SPACE_AROUND_SEPARATOR.sub("", identity)
+            wanted.add(x509.Name.from_rfc4514_string(compact).rfc4514_string())
         except ValueError:
             pass
     if not names & wanted:

@@ -36,7 +36,7 @@ def tsa_pki(tmp_path_factory: pytest.TempPathFactory) -> TsaPki:
 @pytest.fixture(scope="session")
 def tsas(tsa_pki: TsaPki) -> Iterator[dict[str, LocalTsa]]:
     """One running local TSA per mode (good, rsa, ess_v1 and every broken one), side by side."""
-    servers = {mode: LocalTsa(tsa_pki, mode, delay=3.0) for mode in MODES}
+    servers: dict[str, LocalTsa] = {mode: LocalTsa(tsa_pki, mode, delay=3.0) for mode in MODES}
     try:
         for server in servers.values():
             server.start()

@@ -99,7 +99,9 @@ def test_demo_runs_the_main_job(tmp_path: Path) -> None:
     result = sealgate("demo", "--workdir", workdir)
     assert result.returncode == 0, result.stderr
     assert "openssl says: CMS Verification successful" in result.stdout
-    assert "local RFC 3161 TSA" in result.stdout and "sealgate verify says verified" in result.stdout
+    assert (
+        "local RFC 3161 TSA" in result.stdout and "sealgate verify says verified" in result.stdout
+    )
     gate = sealgate(
         "verify", "--trust-roots", workdir / "root.pem", "--tsa-roots",
         workdir / "tsa" / "tsa-root.pem", "--require-timestamp", workdir / "sample-artifact.txt",
