@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -58,6 +59,50 @@ def describe(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()
 
 
+@dataclass(frozen=True)
+class Purpose:
+    """The extended key usage a leaf must carry, and whether RFC 3161's 'critical' applies."""
+
+    name: str
+    oid: x509.ObjectIdentifier
+    critical: bool = False
+
+
+CODE_SIGNING = Purpose("codeSigning", ExtendedKeyUsageOID.CODE_SIGNING)
+TIME_STAMPING = Purpose("timeStamping", ExtendedKeyUsageOID.TIME_STAMPING, critical=True)
+
+
+def usage_problem(cert: x509.Certificate, purpose: Purpose) -> str | None:
+    """Why the certificate's extended key usage does not allow `purpose`; None when it does."""
+    try:
+        extension = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    except x509.ExtensionNotFound:
+        return f"certificate {describe(cert)!r} has no extendedKeyUsage; {purpose.name} is required"
+    if purpose.oid not in extension.value:
+        return f"certificate {describe(cert)!r} lacks the {purpose.name} extended key usage"
+    if purpose.critical and not extension.critical:
+        return (
+            f"certificate {describe(cert)!r}: its {purpose.name} extended key usage is not "
+            "marked critical (RFC 3161 requires it)"
+        )
+    return None
+
+
+def validity_problem(cert: x509.Certificate, at: dt.datetime, role: str) -> str | None:
+    """Why the certificate was not valid at `at`; None when it was."""
+    if at < cert.not_valid_before_utc:
+        return (
+            f"{role} {describe(cert)!r} was not yet valid at {at.isoformat()} "
+            f"(valid from {cert.not_valid_before_utc.isoformat()})"
+        )
+    if at > cert.not_valid_after_utc:
+        return (
+            f"{role} {describe(cert)!r} had expired at {at.isoformat()} "
+            f"(expired {cert.not_valid_after_utc.isoformat()})"
+        )
+    return None
+
+
 def check_signer_certificate(
     cert: x509.Certificate,
     public_key: PublicKeyTypes,
@@ -66,29 +111,15 @@ def check_signer_certificate(
     key_name: str,
     now: dt.datetime | None = None,
 ) -> None:
-    """Refuse a certificate that does not belong to the key, is not for code signing, or is not valid now."""
+    """Refuse, before signing, a certificate that is not this key's, not for code signing,
+    or not valid now."""
     if spki_der(cert.public_key()) != spki_der(public_key):
         raise ConfigError(
             f"{where}: certificate {describe(cert)!r} does not match the public key of {key_name}",
             hint="use the certificate issued for this key",
         )
-    try:
-        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        raise ConfigError(
-            f"{where}: certificate {describe(cert)!r} has no extendedKeyUsage; codeSigning is required"
-        ) from None
-    if ExtendedKeyUsageOID.CODE_SIGNING not in usages:
-        raise ConfigError(
-            f"{where}: certificate {describe(cert)!r} lacks the codeSigning extended key usage"
-        )
-    moment = now or dt.datetime.now(dt.UTC)
-    if moment < cert.not_valid_before_utc:
-        raise ConfigError(
-            f"{where}: certificate {describe(cert)!r} is not valid before "
-            f"{cert.not_valid_before_utc.isoformat()}"
-        )
-    if moment > cert.not_valid_after_utc:
-        raise ConfigError(
-            f"{where}: certificate {describe(cert)!r} expired on {cert.not_valid_after_utc.isoformat()}"
-        )
+    problem = usage_problem(cert, CODE_SIGNING) or validity_problem(
+        cert, now or dt.datetime.now(dt.UTC), "certificate"
+    )
+    if problem:
+        raise ConfigError(f"{where}: {problem}")

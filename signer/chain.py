@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -23,21 +21,14 @@ from cryptography.x509.verification import (
     VerificationError as PathError,
 )
 
-from signer.certificates import describe, load_certificates
+from signer.certificates import (
+    Purpose,
+    describe,
+    load_certificates,
+    usage_problem,
+    validity_problem,
+)
 from signer.errors import ConfigError, VerificationError
-
-
-@dataclass(frozen=True)
-class Purpose:
-    """The extended key usage a leaf must carry, and whether RFC 3161's 'critical' applies."""
-
-    name: str
-    oid: x509.ObjectIdentifier
-    critical: bool = False
-
-
-CODE_SIGNING = Purpose("codeSigning", ExtendedKeyUsageOID.CODE_SIGNING)
-TIME_STAMPING = Purpose("timeStamping", ExtendedKeyUsageOID.TIME_STAMPING, critical=True)
 
 
 def load_trust_roots(path: Path, what: str) -> list[x509.Certificate]:
@@ -57,34 +48,15 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 def check_usage(cert: x509.Certificate, purpose: Purpose) -> None:
     """The leaf's extended key usage, with the reason spelled out when it is wrong."""
-    try:
-        extension = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
-    except x509.ExtensionNotFound:
-        raise VerificationError(
-            f"certificate {describe(cert)!r} has no extendedKeyUsage; {purpose.name} is required"
-        ) from None
-    if purpose.oid not in extension.value:
-        raise VerificationError(
-            f"certificate {describe(cert)!r} lacks the {purpose.name} extended key usage"
-        )
-    if purpose.critical and not extension.critical:
-        raise VerificationError(
-            f"certificate {describe(cert)!r}: its {purpose.name} extended key usage is not "
-            "marked critical (RFC 3161 requires it)"
-        )
+    problem = usage_problem(cert, purpose)
+    if problem:
+        raise VerificationError(problem)
 
 
 def check_validity(cert: x509.Certificate, at: dt.datetime, role: str = "certificate") -> None:
-    if at < cert.not_valid_before_utc:
-        raise VerificationError(
-            f"{role} {describe(cert)!r} was not yet valid at {at.isoformat()} "
-            f"(valid from {cert.not_valid_before_utc.isoformat()})"
-        )
-    if at > cert.not_valid_after_utc:
-        raise VerificationError(
-            f"{role} {describe(cert)!r} had expired at {at.isoformat()} "
-            f"(expired {cert.not_valid_after_utc.isoformat()})"
-        )
+    problem = validity_problem(cert, at, role)
+    if problem:
+        raise VerificationError(problem)
 
 
 def validate_path(

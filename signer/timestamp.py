@@ -25,8 +25,8 @@ from asn1crypto import cms, core, tsp
 from cryptography import x509
 from requests.adapters import HTTPAdapter
 
-from signer.certificates import describe
-from signer.chain import TIME_STAMPING, validate_path
+from signer.certificates import TIME_STAMPING, describe
+from signer.chain import validate_path
 from signer.cmsverify import (
     TIMESTAMP_ATTRIBUTE,
     check_signing_certificate,

@@ -18,8 +18,8 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
 from signer.algorithms import HASH_NAMES
-from signer.certificates import describe, fingerprint
-from signer.chain import CODE_SIGNING, check_validity, validate_path
+from signer.certificates import CODE_SIGNING, describe, fingerprint
+from signer.chain import check_validity, validate_path
 from signer.cmsverify import (
     SignedMessage,
     check_signing_certificate,

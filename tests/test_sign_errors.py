@@ -171,7 +171,7 @@ def test_expired_certificate(hsm: HsmFixture, workdir: Path) -> None:
     result = sealgate(
         "sign", "--key", hsm.uri("ec256"), "--cert", pem, workdir / "a.bin", env=hsm.env
     )
-    _fails(result, 2, "expired on")
+    _fails(result, 2, "had expired at")
     _assert_nothing_written(workdir)
 
 
