@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from signer.errors import ConfigError
 
 
 @dataclass
@@ -42,3 +45,18 @@ class StagedFiles:
         for temp, _ in self.staged:
             temp.unlink(missing_ok=True)
         self.staged.clear()
+
+
+def write_all(outputs: Iterable[tuple[Path, bytes]]) -> None:
+    """Write every (path, data) so that all appear together, or none does."""
+    staged = StagedFiles()
+    try:
+        for target, data in outputs:
+            staged.write(target, data)
+        staged.commit()
+    except OSError as exc:
+        raise ConfigError(
+            f"{exc.filename or 'output'}: cannot write ({exc.strerror}); nothing was written"
+        ) from None
+    finally:
+        staged.discard()

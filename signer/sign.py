@@ -13,10 +13,10 @@ from cryptography import x509
 
 from signer import cms, cmsverify
 from signer.algorithms import HashName, RsaPadding, SignatureScheme, scheme_for
-from signer.atomic import StagedFiles
+from signer.atomic import write_all
 from signer.certificates import check_signer_certificate, fingerprint
 from signer.digest import ArtifactDigest, ProgressCallback, check_artifact, digest_file
-from signer.errors import ConfigError
+from signer.errors import ConfigError, VerificationError
 from signer.keys.base import RemoteKey
 from signer.timestamp import TimestampClient, TimestampToken, TsaSettings, token_attribute
 
@@ -153,21 +153,12 @@ def sign_artifacts(
         with TimestampClient(options.tsa) as client:
             tokens = list(client.stamp_many([(sig, scheme.hash_name) for sig in signatures]))
 
-    staged = StagedFiles()
-    try:
+    write_all(
+        (target, builder.signed_data(payload, signature, token_attribute(token) if token else b""))
         for payload, signature, token, target in zip(
             payloads, signatures, tokens, outputs, strict=True
-        ):
-            unsigned = token_attribute(token) if token is not None else b""
-            staged.write(target, builder.signed_data(payload, signature, unsigned))
-        staged.commit()
-    except OSError as exc:
-        raise ConfigError(
-            f"{exc.filename or 'output'}: cannot write signature ({exc.strerror}); "
-            "nothing was written"
-        ) from None
-    finally:
-        staged.discard()
+        )
+    )
 
     cert_fp = fingerprint(cert)
     subject = cert.subject.rfc4514_string()
@@ -202,19 +193,14 @@ def timestamp_signatures(
             der = path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read signature ({exc.strerror})") from None
-        messages.append((der, cmsverify.parse_signed_data(der, str(path))))
+        try:
+            messages.append((der, cmsverify.parse_signed_data(der, str(path))))
+        except VerificationError as exc:
+            raise ConfigError(f"{exc.message}; not a signature that can be timestamped") from None
     with TimestampClient(settings) as client:
         tokens = client.stamp_many([(m.signature, m.digest_name) for _, m in messages])
-    staged = StagedFiles()
-    try:
-        for path, (der, _), token in zip(signatures, messages, tokens, strict=True):
-            staged.write(path, cms.add_unsigned_attribute(der, token_attribute(token)))
-        staged.commit()
-    except OSError as exc:
-        raise ConfigError(
-            f"{exc.filename or 'output'}: cannot write signature ({exc.strerror}); "
-            "nothing was changed"
-        ) from None
-    finally:
-        staged.discard()
+    write_all(
+        (path, cms.add_unsigned_attribute(der, token_attribute(token)))
+        for path, (der, _), token in zip(signatures, messages, tokens, strict=True)
+    )
     return list(zip(signatures, tokens, strict=True))

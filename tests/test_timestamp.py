@@ -256,3 +256,16 @@ def test_gen_time_outside_the_request_window_is_refused(
             answer.content, signed_value=value, nonce=nonce, roots=roots, window=last_year,
             where="response",
         )  # fmt: skip
+
+
+def test_timestamp_refuses_what_is_not_a_signature(
+    tsa_pki: TsaPki, tsas: dict[str, LocalTsa], tmp_path: Path
+) -> None:
+    bogus = tmp_path / "bogus.p7s"
+    bogus.write_bytes(b"not a signature")
+    result = sealgate(
+        "timestamp", "--tsa", tsas["good"].url, "--tsa-roots", tsa_pki.root_pem, bogus
+    )
+    assert result.returncode == 2
+    assert f"{bogus}: malformed CMS signature" in result.stderr
+    assert bogus.read_bytes() == b"not a signature"
