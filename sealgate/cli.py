@@ -11,8 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from integrity.errors import IntegrityError
 from sealgate import __version__
-from sealgate.commands import demo, keys, sign, timestamp, verify
+from sealgate.commands import commits, demo, keys, policy, sign, timestamp, verify
 from sealgate.errors import SealgateError
 from signer.errors import SignerError
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sealgate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (sign, timestamp, verify, keys, demo):
+    for module in (sign, timestamp, verify, commits, policy, keys, demo):
         module.add_parser(commands)
     return parser
 
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (SignerError, SealgateError) as exc:
+    except (SignerError, IntegrityError, SealgateError) as exc:
         print(f"sealgate: error: {exc.diagnostics()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -1,0 +1,482 @@
+"""In-process OpenPGP checks against signatures made by the real gpg and git."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pysequoia
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from integrity.errors import (
+    InputError,
+    SignatureError,
+    UnknownKeyError,
+    UnsupportedSignatureError,
+)
+from integrity.openpgp import (
+    OpenPgpKey,
+    OpenPgpKeyring,
+    load_openpgp_key,
+    load_openpgp_keys,
+    parse_sequoia_policy,
+)
+
+T0 = "20200101T000000"
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A detached signature as git stores it, and the exact bytes it covers."""
+
+    signature: bytes
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class World:
+    alice: OpenPgpKey
+    alice_fpr: str
+    alice_secret: str
+    rsa: OpenPgpKey
+    sam: OpenPgpKey
+    bob: OpenPgpKey
+    alice_commit: Signed
+    rsa_commit: Signed
+    sam_commit: Signed
+    revoked: OpenPgpKey
+    revoked_commit: Signed
+    expiring: OpenPgpKey
+    signed_while_valid: Signed
+    signed_after_expiry: Signed
+
+
+def _gpg(home: Path, *args: str, faked: str | None = None) -> str:
+    cmd = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+    if faked:
+        cmd += ["--faked-system-time", faked]
+    done = subprocess.run(
+        [*cmd, *args],
+        env={**os.environ, "GNUPGHOME": str(home)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def _new_key(
+    home: Path, uid: str, algo: str, usage: str, expire: str, faked: str | None = None
+) -> str:
+    _gpg(home, "--quick-gen-key", uid, algo, usage, expire, faked=faked)
+    email = uid.split("<")[1].rstrip(">")
+    listing = _gpg(home, "--with-colons", "--list-keys", f"<{email}>")
+    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+
+
+def _public(home: Path, fpr: str) -> str:
+    return _gpg(home, "--armor", "--export", fpr)
+
+
+def split_gpgsig(raw: bytes) -> Signed:
+    """git's rule: drop the `gpgsig` header and its space-indented continuation lines."""
+    head, sep, message = raw.partition(b"\n\n")
+    payload_lines: list[bytes] = []
+    sig_lines: list[bytes] = []
+    in_sig = False
+    for line in head.split(b"\n"):
+        if line.startswith(b"gpgsig "):
+            in_sig = True
+            sig_lines.append(line[len(b"gpgsig ") :])
+        elif in_sig and line.startswith(b" "):
+            sig_lines.append(line[1:])
+        else:
+            in_sig = False
+            payload_lines.append(line)
+    assert sig_lines, "commit is not signed"
+    return Signed(b"\n".join(sig_lines) + b"\n", b"\n".join(payload_lines) + sep + message)
+
+
+def _signed_commit(home: Path, repo: Path, fpr: str, name: str, email: str) -> Signed:
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    if not (repo / ".git").exists():
+        subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            "gpg.program=gpg",
+            "-c",
+            f"user.signingkey={fpr}",
+            "-c",
+            f"user.name={name}",
+            "-c",
+            f"user.email={email}",
+            "commit",
+            "-q",
+            "-S",
+            "--allow-empty",
+            "-m",
+            f"msg by {name}",
+        ],
+        cwd=repo,
+        env=env,
+        check=True,
+    )
+    raw = subprocess.run(
+        ["git", "cat-file", "commit", "HEAD"], cwd=repo, env=env, capture_output=True, check=True
+    ).stdout
+    return split_gpgsig(raw)
+
+
+def _detached(home: Path, fpr: str, payload: bytes, when: str, tmp: Path) -> Signed:
+    data = tmp / f"payload-{when}"
+    data.write_bytes(payload)
+    out = tmp / f"payload-{when}.asc"
+    _gpg(
+        home, "--local-user", fpr, "--armor", "--detach-sign", "-o", str(out), str(data), faked=when
+    )
+    return Signed(out.read_bytes(), payload)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One GNUPGHOME with every key the tests need, and real signed commits."""
+    base = tmp_path_factory.mktemp("openpgp")
+    home = base / "gnupg"
+    home.mkdir(mode=0o700)
+    repo = base / "repo"
+    try:
+        alice = _new_key(home, "Alice <alice@example.com>", "ed25519", "sign", "1d")
+        rsa = _new_key(home, "Rita <rita@example.com>", "rsa3072", "sign", "1d")
+        sam = _new_key(home, "Sam <sam@example.com>", "ed25519", "cert", "1d")
+        _gpg(home, "--quick-add-key", sam, "ed25519", "sign", "1d")
+        bob = _new_key(home, "Bob <bob@example.com>", "ed25519", "sign", "1d")
+        revoked = _new_key(home, "Rev <rev@example.com>", "ed25519", "sign", "1d")
+        expiring = _new_key(home, "Old <old@example.com>", "ed25519", "sign", "never", faked=T0)
+
+        alice_commit = _signed_commit(home, repo, alice, "Alice", "alice@example.com")
+        rsa_commit = _signed_commit(home, repo, rsa, "Rita", "rita@example.com")
+        sam_commit = _signed_commit(home, repo, sam, "Sam", "sam@example.com")
+        revoked_commit = _signed_commit(home, repo, revoked, "Rev", "rev@example.com")
+        # The pre-made revocation certificate is guarded by a leading ':' against import.
+        rev_cert = (home / "openpgp-revocs.d" / f"{revoked}.rev").read_text()
+        rev_file = base / "rev.asc"
+        rev_file.write_text(rev_cert.replace(":-----BEGIN", "-----BEGIN"))
+        _gpg(home, "--import", str(rev_file))
+
+        # Old's key never expired when first made; 5 minutes later it is set to expire in a day.
+        while_valid = _detached(home, expiring, b"old payload\n", "20200101T010000", base)
+        after_expiry = _detached(home, expiring, b"old payload\n", "20200110T000000", base)
+        _gpg(home, "--quick-set-expire", expiring, "1d", faked="20200101T000500")
+
+        yield World(
+            alice=load_openpgp_key(_public(home, alice), where="alice.asc"),
+            alice_fpr=alice,
+            alice_secret=_gpg(home, "--armor", "--export-secret-keys", alice),
+            rsa=load_openpgp_key(_public(home, rsa), where="rita.asc"),
+            sam=load_openpgp_key(_public(home, sam), where="sam.asc"),
+            bob=load_openpgp_key(_public(home, bob), where="bob.asc"),
+            alice_commit=alice_commit,
+            rsa_commit=rsa_commit,
+            sam_commit=sam_commit,
+            revoked=load_openpgp_key(_public(home, revoked), where="rev.asc"),
+            revoked_commit=revoked_commit,
+            expiring=load_openpgp_key(_public(home, expiring), where="old.asc"),
+            signed_while_valid=while_valid,
+            signed_after_expiry=after_expiry,
+        )
+    finally:
+        subprocess.run(
+            ["gpgconf", "--kill", "gpg-agent"],
+            env={**os.environ, "GNUPGHOME": str(home)},
+            check=False,
+        )
+
+
+# --- keys --------------------------------------------------------------------------------
+
+
+def test_load_key_reads_fingerprint_and_user_ids(world: World) -> None:
+    assert world.alice.fingerprint == world.alice_fpr.upper()
+    assert world.alice.user_ids == ("Alice <alice@example.com>",)
+    assert "BEGIN PGP PUBLIC KEY BLOCK" in world.alice.armored
+    again = load_openpgp_key(world.alice.armored.encode(), where="bytes")
+    assert again == world.alice
+
+
+def test_load_key_lists_subkeys(world: World) -> None:
+    assert len(world.sam.subkey_fingerprints) == 1
+    assert world.sam.subkey_fingerprints[0] != world.sam.fingerprint
+
+
+def test_load_key_refuses_secret_key(world: World) -> None:
+    with pytest.raises(InputError, match="is a secret key; give the public key"):
+        load_openpgp_key(world.alice_secret, where="alice.sec")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not a key",
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nAAAA\n-----END PGP PUBLIC KEY BLOCK-----\n",
+        "",
+    ],
+)
+def test_load_key_rejects_garbage_naming_where(text: str) -> None:
+    with pytest.raises(InputError, match=r"keys/x\.asc"):
+        load_openpgp_key(text, where="keys/x.asc")
+
+
+def test_load_key_wants_exactly_one(world: World) -> None:
+    both = world.alice.armored + world.bob.armored
+    assert [k.fingerprint for k in load_openpgp_keys(both, where="ring")] == [
+        world.alice.fingerprint,
+        world.bob.fingerprint,
+    ]
+    with pytest.raises(InputError, match="2 certificates"):
+        load_openpgp_key(both, where="ring")
+
+
+# --- verification ------------------------------------------------------------------------
+
+
+def test_verifies_real_signed_commit(world: World) -> None:
+    key = OpenPgpKeyring([world.alice]).verify(
+        world.alice_commit.signature, world.alice_commit.payload
+    )
+    assert key.fingerprint == world.alice.fingerprint
+
+
+def test_verifies_rsa_commit_among_several_keys(world: World) -> None:
+    ring = OpenPgpKeyring([world.alice, world.rsa, world.bob])
+    assert ring.verify(world.rsa_commit.signature, world.rsa_commit.payload) == world.rsa
+    assert ring.verify(world.alice_commit.signature, world.alice_commit.payload) == world.alice
+
+
+def test_subkey_signature_maps_to_primary(world: World) -> None:
+    issuer = pysequoia.Sig.from_bytes(world.sam_commit.signature).issuer_fingerprint
+    assert issuer is not None
+    assert issuer.upper() == world.sam.subkey_fingerprints[0]
+    key = OpenPgpKeyring([world.sam]).verify(world.sam_commit.signature, world.sam_commit.payload)
+    assert key.fingerprint == world.sam.fingerprint
+
+
+def test_unknown_issuer(world: World) -> None:
+    with pytest.raises(UnknownKeyError, match=world.alice.fingerprint):
+        OpenPgpKeyring([world.bob, world.rsa]).verify(
+            world.alice_commit.signature, world.alice_commit.payload
+        )
+    with pytest.raises(UnknownKeyError):
+        OpenPgpKeyring([]).verify(world.alice_commit.signature, world.alice_commit.payload)
+
+
+def test_changed_payload_is_bad_signature(world: World) -> None:
+    payload = bytearray(world.alice_commit.payload)
+    payload[-2] ^= 0x01
+    with pytest.raises(SignatureError) as caught:
+        OpenPgpKeyring([world.alice]).verify(world.alice_commit.signature, bytes(payload))
+    assert not isinstance(caught.value, UnknownKeyError)
+    assert "Stack backtrace" not in caught.value.message
+
+
+def test_signature_of_one_commit_does_not_fit_another(world: World) -> None:
+    ring = OpenPgpKeyring([world.alice, world.rsa])
+    with pytest.raises(SignatureError):
+        ring.verify(world.alice_commit.signature, world.rsa_commit.payload)
+
+
+def test_revoked_key_is_refused(world: World) -> None:
+    with pytest.raises(SignatureError, match="does not verify") as caught:
+        OpenPgpKeyring([world.revoked]).verify(
+            world.revoked_commit.signature, world.revoked_commit.payload
+        )
+    assert caught.value.hint is not None and "revoked" in caught.value.hint
+
+
+def test_expiry_is_judged_at_signature_time(world: World) -> None:
+    ring = OpenPgpKeyring([world.expiring])
+    made_in_time = world.signed_while_valid
+    assert ring.verify(made_in_time.signature, made_in_time.payload) == world.expiring
+    late = world.signed_after_expiry
+    with pytest.raises(SignatureError) as caught:
+        ring.verify(late.signature, late.payload)
+    assert caught.value.hint is not None and "expired" in caught.value.hint
+
+
+def test_duplicate_certificates_are_merged(world: World) -> None:
+    ring = OpenPgpKeyring([world.alice, world.alice, world.bob])
+    assert len(ring) == 2
+    assert world.alice.fingerprint in ring
+    key = ring.verify(world.alice_commit.signature, world.alice_commit.payload)
+    assert key.fingerprint == world.alice.fingerprint
+
+
+def test_foreign_signature_formats_are_unsupported(world: World) -> None:
+    ring = OpenPgpKeyring([world.alice])
+    ssh = b"-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n"
+    with pytest.raises(UnsupportedSignatureError):
+        ring.verify(ssh, world.alice_commit.payload)
+    cms = b"-----BEGIN SIGNED MESSAGE-----\nMIAG\n-----END SIGNED MESSAGE-----\n"
+    with pytest.raises(UnsupportedSignatureError):
+        ring.verify(cms, world.alice_commit.payload)
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [b"", b"garbage", b"-----BEGIN PGP SIGNATURE-----\n\n-----END PGP SIGNATURE-----\n"],
+)
+def test_garbage_signature(world: World, signature: bytes) -> None:
+    with pytest.raises(SignatureError, match="malformed"):
+        OpenPgpKeyring([world.alice]).verify(signature, world.alice_commit.payload)
+
+
+def test_truncated_signature(world: World) -> None:
+    ring = OpenPgpKeyring([world.alice])
+    armored = world.alice_commit.signature
+    binary = bytes(pysequoia.Sig.from_bytes(armored))
+    for cut in (1, 10, len(binary) // 2, len(binary) - 1):
+        with pytest.raises(SignatureError):
+            ring.verify(binary[:cut], world.alice_commit.payload)
+    with pytest.raises(SignatureError):
+        ring.verify(armored[: len(armored) // 2], world.alice_commit.payload)
+
+
+def test_public_key_is_not_a_signature(world: World) -> None:
+    with pytest.raises(SignatureError, match="malformed"):
+        OpenPgpKeyring([world.alice]).verify(world.alice.armored.encode(), b"x")
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_corruptions_raise_only_signature_errors(world: World, data: st.DataObject) -> None:
+    ring = OpenPgpKeyring([world.alice, world.sam])
+    signed = data.draw(st.sampled_from([world.alice_commit, world.sam_commit]))
+    source = data.draw(
+        st.sampled_from([signed.signature, bytes(pysequoia.Sig.from_bytes(signed.signature))])
+    )
+    corrupted = bytearray(source)
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(corrupted) - 1))
+        corrupted[pos] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(corrupted)))
+    blob = bytes(corrupted[:cut]) + data.draw(st.binary(max_size=8))
+    try:
+        key = ring.verify(blob, signed.payload)
+    except SignatureError:
+        return
+    # Only harmless edits (armor whitespace, trailing bytes) may still verify, as the signer.
+    assert key in (world.alice, world.sam)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(blob=st.binary(max_size=300))
+def test_random_bytes_raise_only_signature_errors(world: World, blob: bytes) -> None:
+    with pytest.raises(SignatureError):
+        OpenPgpKeyring([world.alice]).verify(blob, world.alice_commit.payload)
+
+
+def test_many_verifications_are_fast(world: World) -> None:
+    """Thousands of commits: the per-signature cost must stay far below a gpg process."""
+    ring = OpenPgpKeyring([world.alice, world.rsa, world.sam, world.bob])
+    commits = [world.alice_commit, world.rsa_commit, world.sam_commit] * 200
+    start = time.perf_counter()
+    for signed in commits:
+        ring.verify(signed.signature, signed.payload)
+    assert time.perf_counter() - start < 10.0
+
+
+# --- sequoia-git policy ------------------------------------------------------------------
+
+
+def _policy(world: World) -> str:
+    return f'''version = 0
+commit_goodlist = ["0123456789abcdef0123456789abcdef01234567"]
+
+[authorization.alice]
+sign_commit = true
+sign_tag = true
+audit = false
+keyring = """
+{world.alice.armored}"""
+
+[authorization."release team"]
+sign_commit = true
+sign_tag = true
+sign_archive = true
+add_user = true
+retire_user = true
+audit = true
+keyring = """
+{world.rsa.armored}
+{world.sam.armored}"""
+
+[authorization.retired]
+keyring = ""
+'''
+
+
+def test_parse_sequoia_policy(world: World) -> None:
+    auths = {a.name: a for a in parse_sequoia_policy(_policy(world), source="openpgp-policy.toml")}
+    assert set(auths) == {"alice", "release team", "retired"}
+    assert auths["alice"].keys == (world.alice,)
+    assert auths["alice"].rights == frozenset({"sign_commit", "sign_tag"})
+    team = auths["release team"]
+    assert [k.fingerprint for k in team.keys] == [world.rsa.fingerprint, world.sam.fingerprint]
+    assert team.rights == frozenset(
+        {"sign_commit", "sign_tag", "sign_archive", "add_user", "retire_user", "audit"}
+    )
+    assert auths["retired"].keys == ()
+    assert auths["retired"].rights == frozenset()
+
+
+def test_policy_keys_verify_commits(world: World) -> None:
+    auths = parse_sequoia_policy(_policy(world), source="openpgp-policy.toml")
+    committers = [k for a in auths if "sign_commit" in a.rights for k in a.keys]
+    ring = OpenPgpKeyring(committers)
+    assert ring.verify(world.sam_commit.signature, world.sam_commit.payload) == world.sam
+    assert ring.verify(world.rsa_commit.signature, world.rsa_commit.payload) == world.rsa
+
+
+def test_policy_bad_toml_names_source_and_line() -> None:
+    with pytest.raises(InputError, match=r"policy\.toml.*line 2"):
+        parse_sequoia_policy("version = 0\n[authorization.x\n", source="policy.toml")
+
+
+def test_policy_bad_keyring_names_authorization() -> None:
+    text = 'version = 0\n[authorization.mallory]\nsign_commit = true\nkeyring = "junk"\n'
+    with pytest.raises(InputError, match=r"policy\.toml: authorization\.mallory\.keyring"):
+        parse_sequoia_policy(text, source="policy.toml")
+
+
+def test_policy_refuses_secret_key(world: World) -> None:
+    text = f'version = 0\n[authorization.a]\nsign_commit = true\nkeyring = """\n{world.alice_secret}"""\n'
+    with pytest.raises(InputError, match="secret key"):
+        parse_sequoia_policy(text, source="policy.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("version = 1\n", "unsupported policy version"),
+        ("commit_goodlist = []\n", "unsupported policy version"),
+        ("version = 0\ncommit_goodlist = [1]\n", "commit_goodlist"),
+        ("version = 0\n[authorization.a]\nsign_commits = true\n", "unknown key 'sign_commits'"),
+        ('version = 0\n[authorization.a]\nsign_commit = "yes"\n', "true or false"),
+        ("version = 0\nauthorization = 3\n", "table of tables"),
+        ("version = 0\nextra = 1\n", "unknown top-level"),
+    ],
+)
+def test_policy_shape_errors(text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_sequoia_policy(text, source="policy.toml")
