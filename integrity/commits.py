@@ -9,10 +9,12 @@ committer dates are signer-controlled and never consulted.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import posixpath
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -132,6 +134,7 @@ class CommitChecker:
         self.repo = repo
         self.base = PolicyState(base_policy, None, None)
         self.fixed_policy = fixed_policy
+        self._ssh: SshPrecheck | None = None
 
     def check_range(
         self, base: str, head: str, *, cache: dict[str, dict[str, object]] | None
@@ -142,17 +145,20 @@ class CommitChecker:
             self.repo.path, "rev-list", "--topo-order", "--reverse", "--parents", range_spec
         )
         changed = self.repo.changed_paths(range_spec)
-        states: dict[str, PolicyState] = {}
-        verdicts: list[Verdict] = []
-        for line in listing.decode().splitlines():
-            oid, *parents = line.split()
-            state = states.get(parents[0], self.base) if parents else self.base
-            verdict, new_state = self._check_commit(
-                oid, parents, state, changed.get(oid, []), cache
-            )
-            states[oid] = new_state
-            verdicts.append(verdict)
-        self.final_states = states
+        entries = [line.split() for line in listing.decode().splitlines()]
+        cached_oids = {key.partition(":")[0] for key in cache or {}}
+        with SshPrecheck(self.repo, [e[0] for e in entries if e[0] not in cached_oids]) as ssh:
+            self._ssh = ssh
+            states: dict[str, PolicyState] = {}
+            verdicts: list[Verdict] = []
+            for oid, *parents in entries:
+                state = states.get(parents[0], self.base) if parents else self.base
+                verdict, new_state = self._check_commit(
+                    oid, parents, state, changed.get(oid, []), cache
+                )
+                states[oid] = new_state
+                verdicts.append(verdict)
+        self._ssh = None
         return verdicts
 
     def _check_commit(
@@ -212,7 +218,7 @@ class CommitChecker:
         if signed.signature is None:
             return fail("unsigned")
         try:
-            signer = self._signer(signed, state, is_merge)
+            signer = self._signer(oid, signed, state, is_merge)
         except UnknownKeyError as exc:
             return fail(exc.message)
         except SignatureError as exc:
@@ -230,13 +236,17 @@ class CommitChecker:
             )
         return Verdict(oid, author, subject, True, None, signer.name, policy.digest)
 
-    def _signer(self, signed: SignedObject, state: PolicyState, is_merge: bool) -> Signer | None:
+    def _signer(
+        self, oid: str, signed: SignedObject, state: PolicyState, is_merge: bool
+    ) -> Signer | None:
         """The policy signer who made this valid signature (None: an accepted forge merge)."""
         assert signed.signature is not None  # noqa: S101 - checked by the caller
         signature = signed.signature.lstrip()
         policy = state.policy
         if signature.startswith(_SSH):
-            key = verify_sshsig(signature, signed.payload, namespace="git")
+            key = self._ssh.result(oid) if self._ssh else None
+            if key is None:
+                key = verify_sshsig(signature, signed.payload, namespace="git")
             signer = policy.signer_for_ssh(key)
             if signer is None:
                 raise UnknownKeyError(self._unknown(state, lambda p: p.signer_for_ssh(key), key))
@@ -297,6 +307,65 @@ class CommitChecker:
             "",
         )  # fmt: skip
         return self._judge(oid, tagger, subject, signed, self.base, {"developer"}, False)
+
+
+def _verify_ssh_chunk(jobs: list[tuple[bytes, bytes]]) -> list[SshPublicKey | None]:
+    """Worker: SSH signatures are a pure function of (signature, payload); None when invalid
+    (the main process then verifies again to get the exact reason)."""
+    keys: list[SshPublicKey | None] = []
+    for signature, payload in jobs:
+        try:
+            keys.append(verify_sshsig(signature, payload, namespace="git"))
+        except SignatureError:
+            keys.append(None)
+    return keys
+
+
+class SshPrecheck:
+    """Verifies a range's SSH signatures on the other cores while the graph walk runs.
+
+    Only the cryptography moves: which signer a key belongs to, under which policy, is still
+    decided in order by the walk. Small ranges are not worth the worker start-up.
+    """
+
+    MIN_COMMITS = 200
+    CHUNK = 64
+
+    def __init__(self, repo: Repository, oids: list[str]) -> None:
+        self._futures: dict[str, tuple[Future[list[SshPublicKey | None]], int]] = {}
+        self._pool: ProcessPoolExecutor | None = None
+        workers = min(4, os.cpu_count() or 1)
+        if len(oids) < self.MIN_COMMITS or workers < 2:
+            return
+        jobs: list[tuple[str, bytes, bytes]] = []
+        for oid in oids:
+            signed = split_commit(repo.reader.read(oid)[1], repo.object_format)
+            if signed.signature is not None and signed.signature.lstrip().startswith(_SSH):
+                jobs.append((oid, signed.signature.lstrip(), signed.payload))
+        if len(jobs) < self.MIN_COMMITS:
+            return
+        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        for start in range(0, len(jobs), self.CHUNK):
+            chunk = jobs[start : start + self.CHUNK]
+            future = self._pool.submit(
+                _verify_ssh_chunk, [(sig, payload) for _, sig, payload in chunk]
+            )
+            for index, (oid, _, _) in enumerate(chunk):
+                self._futures[oid] = (future, index)
+
+    def result(self, oid: str) -> SshPublicKey | None:
+        entry = self._futures.get(oid)
+        if entry is None:
+            return None
+        future, index = entry
+        return future.result()[index]
+
+    def __enter__(self) -> SshPrecheck:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
 
 
 def load_cache(repo: Repository) -> dict[str, dict[str, object]]:

@@ -8,19 +8,32 @@ unavailable after retries). Every failure is one line naming the file, key or fi
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from integrity.errors import IntegrityError
 from sealgate import __version__
-from sealgate.commands import commits, demo, keys, policy, sign, timestamp, verify
 from sealgate.errors import SealgateError
 from signer.errors import SignerError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: command -> module with `add_parser()`. Only the command being run is imported, so
+#: `sealgate commits` does not pay for the HSM, TSA and HTTP stacks it never uses.
+COMMANDS = {
+    "sign": "sealgate.commands.sign",
+    "timestamp": "sealgate.commands.timestamp",
+    "verify": "sealgate.commands.verify",
+    "commits": "sealgate.commands.commits",
+    "policy": "sealgate.commands.policy",
+    "keys": "sealgate.commands.keys",
+    "demo": "sealgate.commands.demo",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sealgate",
         description="The code-signing gate for CI/CD.",
@@ -29,13 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sealgate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (sign, timestamp, verify, commits, policy, keys, demo):
-        module.add_parser(commands)
+    for name, module in COMMANDS.items():
+        if only is None or name == only:
+            importlib.import_module(module).add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in arguments if not a.startswith("-")), None)
+    args = build_parser(first if first in COMMANDS else None).parse_args(arguments)
     try:
         code: int = args.handler(args)
     except (SignerError, IntegrityError, SealgateError) as exc:

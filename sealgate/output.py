@@ -7,16 +7,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-
 from signer.digest import ProgressCallback
 
 #: Below this many bytes a progress bar would only flicker.
@@ -33,6 +23,16 @@ def byte_progress(label: str, total_bytes: int) -> Iterator[ProgressCallback | N
     if total_bytes < PROGRESS_THRESHOLD or not sys.stderr.isatty():
         yield None
         return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

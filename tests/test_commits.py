@@ -317,3 +317,32 @@ def test_policy_errors_name_file_and_line(tmp_path: Path, people: dict[str, SshU
     bad_key = sealgate("commits", "--repo", repo.path, "--range", "base..HEAD", "--policy", policy)
     assert bad_key.returncode == 2
     assert f"{policy} line 3" in bad_key.stderr
+
+
+def test_long_range_verified_on_all_cores_gives_the_same_verdicts(
+    repo: Repo, people: dict[str, SshUser]
+) -> None:
+    """Past 200 SSH commits the signatures are checked in worker processes; verdicts must not
+    change: a forged commit and an unknown signer in the middle are still caught."""
+    alice, mallory = people["alice"], people["mallory"]
+    head = repo.git("rev-parse", "HEAD")
+    tree = repo.git("rev-parse", "HEAD^{tree}")
+    for i in range(230):
+        user = mallory if i == 100 else alice
+        head = repo.git("-c", "gpg.format=ssh", "-c", f"user.signingkey={user.key}",
+                        "commit-tree", "-S", "-p", head, "-m", f"commit {i}", tree)  # fmt: skip
+        if i == 150:  # forge this one: same signature, edited message, rewritten object
+            raw = subprocess.run(["git", "-C", str(repo.path), "cat-file", "commit", head],
+                                 capture_output=True, check=True).stdout  # fmt: skip
+            head = subprocess.run(
+                ["git", "-C", str(repo.path), "hash-object", "-t", "commit", "-w", "--stdin"],
+                input=raw.replace(b"commit 150", b"commit 15O"), capture_output=True, check=True,
+            ).stdout.decode().strip()  # fmt: skip
+    repo.git("update-ref", "refs/heads/main", head)
+    code, report = _check(repo, "--no-cache")
+    assert code == 1
+    reasons = _reasons(report)
+    failing = {subject: reason for subject, reason in reasons.items() if reason is not None}
+    assert set(failing) == {"commit 100", "commit 15O"}
+    assert str(failing["commit 100"]).startswith("unknown key")
+    assert str(failing["commit 15O"]).startswith("bad signature")
