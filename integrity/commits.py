@@ -175,10 +175,8 @@ class CommitChecker:
             p.startswith(posixpath.dirname(POLICY_PATH) + "/") for p in paths
         )
         key = f"{oid}:{state.policy.digest}"
-        cached = cache.get(key) if cache is not None else None
-        if cached is not None:
-            verdict = Verdict(**{**cached, "author": commit.author, "subject": commit.subject})  # type: ignore[arg-type]
-        else:
+        verdict = _cached(cache, key, commit.author, commit.subject)
+        if verdict is None:
             signed = split_commit(raw, self.repo.object_format)
             required = state.policy.required_roles(paths)
             if policy_changed:
@@ -307,6 +305,19 @@ class CommitChecker:
             "",
         )  # fmt: skip
         return self._judge(oid, tagger, subject, signed, self.base, {"developer"}, False)
+
+
+def _cached(
+    cache: dict[str, dict[str, object]] | None, key: str, author: str, subject: str
+) -> Verdict | None:
+    """A verdict from the cache, or None (also for an entry this version cannot read)."""
+    entry = cache.get(key) if cache is not None else None
+    if not isinstance(entry, dict):
+        return None
+    try:
+        return Verdict(**{**entry, "author": author, "subject": subject})  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 def _verify_ssh_chunk(jobs: list[tuple[bytes, bytes]]) -> list[SshPublicKey | None]:

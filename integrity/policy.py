@@ -101,13 +101,21 @@ def load_policy(text: bytes, *, source: str, read_file: Callable[[str], bytes]) 
     unknown = set(document) - {"version", "signers", "rules", "forge", "__line__"}
     if unknown:
         raise InputError(f"{source}: unknown top-level field {sorted(unknown)[0]!r}")
-    signers = _signers(document.get("signers"), source, read_file)
+    consulted: list[bytes] = []
+
+    def reading(relative: str) -> bytes:
+        data = read_file(relative)
+        consulted.append(relative.encode() + b"\0" + hashlib.sha256(data).digest())
+        return data
+
+    signers = _signers(document.get("signers"), source, reading)
     roles = {role for signer in signers for role in signer.roles}
     rules = _rules(document.get("rules") or [], source, roles)
-    forge_mode, forge_keys = _forge(document.get("forge"), source, read_file)
+    forge_mode, forge_keys = _forge(document.get("forge"), source, reading)
     return Policy(
         source=source,
-        digest=hashlib.sha256(text).hexdigest(),
+        # the key files are part of the policy: a changed key file is a changed policy
+        digest=hashlib.sha256(text + b"".join(sorted(consulted))).hexdigest(),
         signers=tuple(signers),
         rules=tuple(rules),
         forge_web_flow=forge_mode,

@@ -346,3 +346,33 @@ def test_long_range_verified_on_all_cores_gives_the_same_verdicts(
     assert set(failing) == {"commit 100", "commit 15O"}
     assert str(failing["commit 100"]).startswith("unknown key")
     assert str(failing["commit 15O"]).startswith("bad signature")
+
+
+def test_rotating_a_key_file_is_a_policy_change(tmp_path: Path, people: dict[str, SshUser]) -> None:
+    """Key files beside the policy are part of it: replacing one needs a policy-admin, and the
+    old key stops counting from that commit on (also for cached verdicts)."""
+    repo = make_repo(tmp_path)
+    alice = people["alice"]
+    carol, dave = gpg_user(repo, "Carol"), gpg_user(repo, "Dave")
+    repo.write(".sealgate/keys/release.asc", carol.armored)
+    repo.write(".sealgate/policy.yml", _policy([
+        ("alice", ["developer", "policy-admin"], [alice.public_line], []),
+        ("release", ["developer"], [], ["keys/release.asc"]),
+    ]))  # fmt: skip
+    repo.commit_ssh(alice, "policy")
+    repo.git("tag", "base")
+    repo.write("f", "1\n")
+    repo.commit_gpg(carol, "carol before rotation")
+    repo.write(".sealgate/keys/release.asc", dave.armored)
+    rotation = repo.commit_ssh(alice, "alice rotates the release key to dave")
+    repo.write("f", "2\n")
+    repo.commit_gpg(dave, "dave after rotation")
+    repo.write("f", "3\n")
+    repo.commit_gpg(carol, "carol after rotation")
+    for _ in range(2):  # cold, then from the cache
+        code, report = _check(repo)
+        assert code == 1
+        reasons = _reasons(report)
+        assert reasons["carol before rotation"] is None
+        assert reasons["dave after rotation"] is None
+        assert reasons["carol after rotation"] == f"key removed by commit {rotation}"
