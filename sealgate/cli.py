@@ -27,6 +27,7 @@ COMMANDS = {
     "timestamp": "sealgate.commands.timestamp",
     "verify": "sealgate.commands.verify",
     "commits": "sealgate.commands.commits",
+    "tree": "sealgate.commands.tree",
     "policy": "sealgate.commands.policy",
     "keys": "sealgate.commands.keys",
     "demo": "sealgate.commands.demo",

@@ -1,0 +1,59 @@
+"""`sealgate tree`: prove the workspace is exactly the signed commit's tree, before the build."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from integrity.tree import prove_tree
+
+from sealgate.output import emit_json
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "tree",
+        help="prove the working tree equals the commit's tree (bytes, modes, symlinks)",
+        description="Recomputes the git tree id from the files themselves (never git's index "
+        "or stat cache) and names every modified, added and deleted path. Exit 1 on any "
+        "difference.",
+    )
+    parser.add_argument("--repo", type=Path, default=Path("."), help="work tree (default: .)")
+    parser.add_argument("--commit", default="HEAD", help="the signed commit (default: HEAD)")
+    parser.add_argument(
+        "--allow-untracked",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="declared build outputs that may exist untracked (gitignore-style; repeatable)",
+    )
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = prove_tree(args.repo, args.commit, allow_untracked=args.allow_untracked)
+    if args.json:
+        emit_json(
+            {
+                "commit": report.commit,
+                "expected_tree": report.expected_tree,
+                "actual_tree": report.actual_tree,
+                "verified": report.ok,
+                "files": report.files,
+                "differences": [
+                    {"path": d.path, "kind": d.kind, "detail": d.detail}
+                    for d in report.differences
+                ],
+            }
+        )
+    else:
+        for difference in report.differences:
+            print(difference.line())
+        verdict = "matches" if report.ok else "DIFFERS from"
+        print(
+            f"work tree {verdict} commit {report.commit[:12]} "
+            f"(tree {report.expected_tree[:12]}, recomputed {report.actual_tree[:12]}; "
+            f"{report.files} files, {len(report.differences)} difference(s))"
+        )
+    return 0 if report.ok else 1
