@@ -198,7 +198,7 @@ def _rules(value: Any, source: str, roles: set[str]) -> list[Rule]:
                 f"{where}: rule requires role {require!r}, which no signer holds",
                 hint="add the role to a signer, or fix the rule",
             )
-        spec = pathspec.PathSpec.from_lines("gitwildmatch", patterns)
+        spec = pathspec.PathSpec.from_lines("gitignore", patterns)
         rules.append(Rule(tuple(patterns), require, spec))
     return rules
 

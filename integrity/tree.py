@@ -67,23 +67,35 @@ class _Dir:
     children: dict[str, _Dir | tuple[str, str]] = field(default_factory=dict)
 
 
+_SMALL = 1 << 20
+
+
 def _blob_id(
     hash_name: str, header_size: int, chunks: Sequence[bytes] | None, path: Path | None
 ) -> tuple[str, int]:
-    hasher = hashlib.new(hash_name)
-    hasher.update(b"blob %d\0" % header_size)
+    """Git's blob id of `chunks`, or of the file at `path`, streamed in 1 MiB pieces."""
+    hasher = hashlib.new(hash_name, b"blob %d\0" % header_size)
     if chunks is not None:
         for chunk in chunks:
             hasher.update(chunk)
         return hasher.hexdigest(), header_size
     assert path is not None  # noqa: S101 - one of the two is always given
-    total = 0
-    with open(path, "rb", buffering=0) as stream:
-        buffer = bytearray(min(CHUNK, max(header_size, 1)))
-        view = memoryview(buffer)
-        while n := stream.readinto(buffer):
-            hasher.update(view[:n])
-            total += n
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        if header_size < _SMALL:  # most sources: one read, no buffer juggling
+            data = os.read(fd, header_size + 1)
+            total = len(data)
+            hasher.update(data)
+        else:
+            total = 0
+            buffer = bytearray(CHUNK)
+            view = memoryview(buffer)
+            with open(fd, "rb", buffering=0, closefd=False) as stream:
+                while n := stream.readinto(buffer):
+                    hasher.update(view[:n])
+                    total += n
+    finally:
+        os.close(fd)
     if total != header_size:
         raise OSError(f"{path} changed size while it was hashed")
     return hasher.hexdigest(), total
@@ -176,7 +188,7 @@ def prove_tree(
     finally:
         reader.close()
     tracked_dirs = {path[: i + 1] for path in entries for i, c in enumerate(path) if c == "/"}
-    allowed = pathspec.PathSpec.from_lines("gitwildmatch", allow_untracked)
+    allowed = pathspec.PathSpec.from_lines("gitignore", allow_untracked)
 
     def skip_dir(directory: str) -> bool:
         return directory not in tracked_dirs and (
@@ -260,11 +272,20 @@ def _hash_files(
         mode = _EXEC if info.st_mode & stat.S_IXUSR else _FILE
         return path, _Found(mode, oid, size)
 
-    workers = min(8, (os.cpu_count() or 1) * 2)
+    workers = min(8, (os.cpu_count() or 1) + 1)  # one more than the cores: reads overlap
     if len(files) < 64:
         return dict(map(one, files))
+    # A future per file costs more than hashing a small one: hand each worker a batch,
+    # largest files first so the batches finish together.
+    batches: list[list[tuple[str, os.stat_result]]] = [[] for _ in range(workers * 4)]
+    loads = [0] * len(batches)
+    for item in sorted(files, key=lambda f: f[1].st_size, reverse=True):
+        lightest = loads.index(min(loads))
+        batches[lightest].append(item)
+        loads[lightest] += item[1].st_size + 4096
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(pool.map(one, files, chunksize=64))
+        results = pool.map(lambda batch: [one(item) for item in batch], batches)
+        return {path: found for batch in results for path, found in batch}
 
 
 def _tree_id(hash_name: str, files: dict[str, tuple[str, str]]) -> str:

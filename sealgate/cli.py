@@ -31,6 +31,9 @@ COMMANDS = {
     "policy": "sealgate.commands.policy",
     "keys": "sealgate.commands.keys",
     "demo": "sealgate.commands.demo",
+    "attest": "sealgate.commands.attest",
+    "watch": "sealgate.commands.watch",
+    "rebuild": "sealgate.commands.rebuild",
 }
 
 

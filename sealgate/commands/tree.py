@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from integrity.tree import prove_tree
-
 from sealgate.output import emit_json
 
 
@@ -42,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
                 "verified": report.ok,
                 "files": report.files,
                 "differences": [
-                    {"path": d.path, "kind": d.kind, "detail": d.detail}
-                    for d in report.differences
+                    {"path": d.path, "kind": d.kind, "detail": d.detail} for d in report.differences
                 ],
             }
         )
