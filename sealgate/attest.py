@@ -8,12 +8,16 @@ so `tree`, `watch` and `rebuild` all write attestations the same way through
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from integrity.attestation import statement_bytes
+import pathspec
+
+from integrity.attestation import CHECK_LEVEL, statement_bytes, vsa_statement
 from sealgate.errors import SealgateError
 from signer.atomic import write_all
 from signer.dsse import IN_TOTO_PAYLOAD_TYPE, envelope_bytes, sign_envelope
@@ -53,3 +57,65 @@ def attest_key(args: argparse.Namespace) -> str | None:
     if not args.attest_key:
         raise SealgateError(f"--attest needs --attest-key URI (or ${ATTEST_KEY_ENV})")
     return str(args.attest_key)
+
+
+def add_subject_option(parser: argparse.ArgumentParser, default_help: str) -> None:
+    parser.add_argument(
+        "--attest-subject",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help=f"files the summary is about (repo-relative, gitignore-style); {default_help}",
+    )
+
+
+def subjects(root: Path, globs: Sequence[str]) -> list[tuple[str, str]]:
+    """(repo-relative name, sha256) of the regular files under `root` matching `globs`."""
+    if not globs:
+        return []
+    spec = pathspec.PathSpec.from_lines("gitignore", globs)
+    found: list[tuple[str, str]] = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if relative.startswith(".git/") or not path.is_file() or path.is_symlink():
+            continue
+        if spec.match_file(relative):
+            with open(path, "rb") as stream:
+                found.append((relative, hashlib.file_digest(stream, "sha256").hexdigest()))
+    return found
+
+
+def attest_result(
+    args: argparse.Namespace,
+    *,
+    check: str,
+    repo: Path,
+    commit: str,
+    subject_list: Sequence[tuple[str, str]],
+    passed: bool,
+    policy: tuple[str, str] | None = None,
+) -> None:
+    """Write the check's signed summary when `--attest` was given (the verdict either way)."""
+    key_uri = attest_key(args)
+    if key_uri is None:
+        return
+    if not subject_list:
+        raise SealgateError(
+            "--attest: no subject to attest to",
+            hint="name the files with --attest-subject GLOB",
+        )
+    statement = vsa_statement(
+        check=check,
+        commit=commit,
+        resource_uri=f"git+file://{repo.resolve()}@{commit}",
+        subjects=subject_list,
+        policy_uri=policy[0] if policy else None,
+        policy_digest=policy[1] if policy else None,
+        passed=passed,
+        levels=[CHECK_LEVEL[check]],
+    )
+    write_attestation(key_uri, statement, args.attest)
+    print(
+        f"attestation ({'PASSED' if passed else 'FAILED'}) written to {args.attest}",
+        file=sys.stderr,
+    )

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from integrity.rebuild import RebuildReport, rebuild
+from sealgate.attest import add_attest_options, attest_key, attest_result
 from sealgate.output import emit_json
 
 
@@ -47,10 +48,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--keep", action="store_true", help="keep the clone and the build log")
     parser.add_argument("--json", action="store_true", help="print a JSON report")
+    add_attest_options(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    attest_key(args)  # a missing key fails before the work
     report = rebuild(
         args.repo,
         args.commit,
@@ -65,6 +68,14 @@ def run(args: argparse.Namespace) -> int:
         emit_json(report.to_json())
     else:
         _print_text(report)
+    attest_result(
+        args,
+        check="rebuild",
+        repo=args.repo,
+        commit=report.commit,
+        subject_list=[(a.path, a.expected_sha256) for a in report.artifacts],
+        passed=report.reproduced,
+    )
     return 0 if report.reproduced else 1
 
 

@@ -6,6 +6,13 @@ import argparse
 from pathlib import Path
 
 from integrity.tree import prove_tree
+from sealgate.attest import (
+    add_attest_options,
+    add_subject_option,
+    attest_key,
+    attest_result,
+    subjects,
+)
 from sealgate.output import emit_json
 
 
@@ -27,10 +34,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="declared build outputs that may exist untracked (gitignore-style; repeatable)",
     )
     parser.add_argument("--json", action="store_true")
+    add_attest_options(parser)
+    add_subject_option(parser, "required with --attest")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    attest_key(args)  # a missing key fails before the work
     report = prove_tree(args.repo, args.commit, allow_untracked=args.allow_untracked)
     if args.json:
         emit_json(
@@ -54,4 +64,12 @@ def run(args: argparse.Namespace) -> int:
             f"(tree {report.expected_tree[:12]}, recomputed {report.actual_tree[:12]}; "
             f"{report.files} files, {len(report.differences)} difference(s))"
         )
+    attest_result(
+        args,
+        check="tree",
+        repo=args.repo,
+        commit=report.commit,
+        subject_list=subjects(args.repo, args.attest_subject),
+        passed=report.ok,
+    )
     return 0 if report.ok else 1

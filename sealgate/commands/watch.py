@@ -13,6 +13,13 @@ from pathlib import Path
 
 from integrity.errors import InputError
 from integrity.watch import WatchReport, watch_build
+from sealgate.attest import (
+    add_attest_options,
+    add_subject_option,
+    attest_key,
+    attest_result,
+    subjects,
+)
 from sealgate.output import emit_json
 
 
@@ -43,6 +50,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="print a JSON report (the build's stdout goes to stderr)",
     )
+    add_attest_options(parser)
+    add_subject_option(parser, "default: the files matching --outputs")
     parser.add_argument("build", nargs=argparse.REMAINDER, help="the build command, after --")
     parser.set_defaults(handler=run)
 
@@ -55,6 +64,7 @@ def exit_status(report: WatchReport) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    attest_key(args)  # a missing key fails before the work
     command = list(args.build)
     if command and command[0] == "--":
         command = command[1:]
@@ -107,4 +117,12 @@ def run(args: argparse.Namespace) -> int:
             else f"tree differs from {tree.commit[:12]} ({len(tree.differences)} paths)"
         )
         print(f"{build}; {len(report.violations)} violations during the build; {proof}")
+    attest_result(
+        args,
+        check="watch",
+        repo=args.repo,
+        commit=tree.commit,
+        subject_list=subjects(args.repo, args.attest_subject or args.outputs),
+        passed=report.ok,
+    )
     return exit_status(report)
