@@ -18,7 +18,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from integrity.errors import InputError, SignatureError, UnknownKeyError
+from integrity.errors import (
+    InputError,
+    SignatureError,
+    UnknownKeyError,
+    UnsupportedSignatureError,
+)
 from integrity.gitobjects import (
     ObjectReader,
     SignedObject,
@@ -217,7 +222,7 @@ class CommitChecker:
             return fail("unsigned")
         try:
             signer = self._signer(oid, signed, state, is_merge)
-        except UnknownKeyError as exc:
+        except (UnknownKeyError, UnsupportedSignatureError) as exc:
             return fail(exc.message)
         except SignatureError as exc:
             return fail(f"bad signature: {exc.message}")
@@ -270,7 +275,9 @@ class CommitChecker:
             if found is None:  # pragma: no cover - the keyring holds only policy keys
                 raise UnknownKeyError(f"unknown key {pgp_key.fingerprint}")
             return found
-        raise SignatureError("unsupported signature type (only SSH and OpenPGP are verified)")
+        raise UnsupportedSignatureError(
+            "unsupported signature type (only SSH and OpenPGP signatures are verified)"
+        )
 
     def _unknown(
         self, state: PolicyState, lookup: Callable[[Policy], Signer | None], key: SshPublicKey

@@ -376,3 +376,49 @@ def test_rotating_a_key_file_is_a_policy_change(tmp_path: Path, people: dict[str
         assert reasons["carol before rotation"] is None
         assert reasons["dave after rotation"] is None
         assert reasons["carol after rotation"] == f"key removed by commit {rotation}"
+
+
+def test_x509_signatures_are_unsupported_never_valid(repo: Repo) -> None:
+    repo.write("f", "1\n")
+    repo.commit_ssh(None, "gitsign-style commit")
+    raw = subprocess.run(["git", "-C", str(repo.path), "cat-file", "commit", "HEAD"],
+                         capture_output=True, check=True).stdout  # fmt: skip
+    header, _, message = raw.partition(b"\n\n")
+    cms = b"gpgsig -----BEGIN SIGNED MESSAGE-----\n MIIBxx==\n -----END SIGNED MESSAGE-----"
+    oid = subprocess.run(
+        ["git", "-C", str(repo.path), "hash-object", "-t", "commit", "-w", "--stdin"],
+        input=header + b"\n" + cms + b"\n\n" + message, capture_output=True, check=True,
+    ).stdout.decode().strip()  # fmt: skip
+    repo.git("update-ref", "refs/heads/main", oid)
+    code, report = _check(repo)
+    assert code == 1
+    assert str(_reasons(report)["gitsign-style commit"]).startswith("unsupported signature type")
+
+
+def test_forge_merges_are_accepted_only_when_the_policy_enables_them(
+    tmp_path: Path, people: dict[str, SshUser]
+) -> None:
+    repo = make_repo(tmp_path)
+    alice, bob = people["alice"], people["bob"]
+    forge = gpg_user(repo, "WebFlow")
+    repo.write(".sealgate/keys/web-flow.asc", forge.armored)
+    repo.write(".sealgate/policy.yml", _policy([
+        ("alice", ["developer", "policy-admin"], [alice.public_line], []),
+        ("bob", ["developer"], [bob.public_line], []),
+    ]) + 'forge:\n  github-web-flow: merges-only\n  openpgp: ["keys/web-flow.asc"]\n')  # fmt: skip
+    repo.commit_ssh(alice, "policy trusting the forge for merges")
+    repo.git("tag", "base")
+    repo.git("checkout", "-q", "-b", "pr")
+    repo.write("feature.txt", "f\n")
+    repo.commit_ssh(bob, "bob's pull request")
+    repo.git("checkout", "-q", "main")
+    repo.git("-c", "gpg.format=openpgp", "-c", f"user.signingkey={forge.fingerprint}", "merge",
+             "-q", "-S", "--no-ff", "-m", "Merge pull request #1", "pr")  # fmt: skip
+    repo.write("direct.txt", "d\n")
+    repo.commit_gpg(forge, "forge-made direct commit")
+    code, report = _check(repo)
+    assert code == 1
+    reasons = _reasons(report)
+    assert reasons["bob's pull request"] is None
+    assert reasons["Merge pull request #1"] is None
+    assert "accepts the forge key for merges only" in str(reasons["forge-made direct commit"])
