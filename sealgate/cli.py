@@ -34,6 +34,7 @@ COMMANDS = {
     "attest": "sealgate.commands.attest",
     "watch": "sealgate.commands.watch",
     "rebuild": "sealgate.commands.rebuild",
+    "run": "sealgate.commands.run",
 }
 
 
