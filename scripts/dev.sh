@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-pip openssl git gnupg openssh-client softhsm2 opensc p11-kit p11-kit-modules)
+APT_PACKAGES=(python3 python3-venv python3-pip openssl git gnupg openssh-client softhsm2 opensc p11-kit p11-kit-modules rsync)
 VENV=$(realpath -m "${SEALGATE_VENV:-.venv}")
 
 as_root() {
@@ -27,6 +27,16 @@ install_system() {
   fi
 }
 
+install_node_tools() {
+  # gitlab-ci-local runs the GitLab component for real; 4.70.0 is the last for Node 20.
+  if ! command -v npm >/dev/null; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  local dir="${SEALGATE_NODE_TOOLS:-$HOME/.cache/sealgate-node}"
+  [ -x "$dir/node_modules/.bin/gitlab-ci-local" ] ||
+    npm install --prefix "$dir" --no-audit --no-fund --silent gitlab-ci-local@4.70.0 >/dev/null
+}
+
 install_python() {
   if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
@@ -39,6 +49,7 @@ command=${1:-test}
 shift || true
 install_system
 install_python
+if [ "$command" != demo ]; then install_node_tools; fi
 case "$command" in
   install) ;;
   demo) exec "$VENV/bin/sealgate" demo "$@" ;;
