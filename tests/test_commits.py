@@ -23,6 +23,19 @@ def _policy(signers: list[tuple[str, list[str], list[str], list[str]]], rules: s
     return "\n".join(lines) + "\n" + rules
 
 
+def _raw_commit(repo: Repo, rev: str) -> bytes:
+    return subprocess.run(["git", "-C", str(repo.path), "cat-file", "commit", rev],
+                          capture_output=True, check=True).stdout  # fmt: skip
+
+
+def _write_commit(repo: Repo, raw: bytes) -> str:
+    """Store a hand-edited commit object, as an attacker with push access could."""
+    return subprocess.run(
+        ["git", "-C", str(repo.path), "hash-object", "-t", "commit", "-w", "--stdin"],
+        input=raw, capture_output=True, check=True,
+    ).stdout.decode().strip()  # fmt: skip
+
+
 @pytest.fixture
 def people(tmp_path: Path) -> dict[str, SshUser]:
     keys = tmp_path / "keys"
@@ -87,13 +100,9 @@ def test_valid_signature_over_a_modified_commit_is_refused(
 ) -> None:
     repo.write("src/app.py", "safe\n")
     oid = repo.commit_ssh(people["alice"], "alice signs this")
-    raw = subprocess.run(["git", "-C", str(repo.path), "cat-file", "commit", oid],
-                         capture_output=True, check=True).stdout  # fmt: skip
+    raw = _raw_commit(repo, oid)
     forged = raw.replace(b"alice signs this", b"alice signs that")
-    new_oid = subprocess.run(
-        ["git", "-C", str(repo.path), "hash-object", "-t", "commit", "-w", "--stdin"],
-        input=forged, capture_output=True, check=True,
-    ).stdout.decode().strip()  # fmt: skip
+    new_oid = _write_commit(repo, forged)
     repo.git("update-ref", "refs/heads/main", new_oid)
     code, report = _check(repo)
     assert code == 1
@@ -191,8 +200,7 @@ def test_ssh_signature_with_the_wrong_namespace(
     """A signature made for `file` must not pass as a commit signature (namespace `git`)."""
     repo.write("f", "1\n")
     repo.commit_ssh(None, "to be signed with the wrong namespace")
-    raw = subprocess.run(["git", "-C", str(repo.path), "cat-file", "commit", "HEAD"],
-                         capture_output=True, check=True).stdout  # fmt: skip
+    raw = _raw_commit(repo, "HEAD")
     payload = tmp_path / "payload"
     payload.write_bytes(raw)
     subprocess.run(["ssh-keygen", "-q", "-Y", "sign", "-n", "file", "-f", str(people["alice"].key),
@@ -201,10 +209,7 @@ def test_ssh_signature_with_the_wrong_namespace(
     header, _, message = raw.partition(b"\n\n")
     gpgsig = "gpgsig " + "\n ".join(signature)
     forged = header + b"\n" + gpgsig.encode() + b"\n\n" + message
-    oid = subprocess.run(
-        ["git", "-C", str(repo.path), "hash-object", "-t", "commit", "-w", "--stdin"],
-        input=forged, capture_output=True, check=True,
-    ).stdout.decode().strip()  # fmt: skip
+    oid = _write_commit(repo, forged)
     repo.git("update-ref", "refs/heads/main", oid)
     code, report = _check(repo)
     assert code == 1
@@ -332,12 +337,8 @@ def test_long_range_verified_on_all_cores_gives_the_same_verdicts(
         head = repo.git("-c", "gpg.format=ssh", "-c", f"user.signingkey={user.key}",
                         "commit-tree", "-S", "-p", head, "-m", f"commit {i}", tree)  # fmt: skip
         if i == 150:  # forge this one: same signature, edited message, rewritten object
-            raw = subprocess.run(["git", "-C", str(repo.path), "cat-file", "commit", head],
-                                 capture_output=True, check=True).stdout  # fmt: skip
-            head = subprocess.run(
-                ["git", "-C", str(repo.path), "hash-object", "-t", "commit", "-w", "--stdin"],
-                input=raw.replace(b"commit 150", b"commit 15O"), capture_output=True, check=True,
-            ).stdout.decode().strip()  # fmt: skip
+            raw = _raw_commit(repo, head)
+            head = _write_commit(repo, raw.replace(b"commit 150", b"commit 15O"))
     repo.git("update-ref", "refs/heads/main", head)
     code, report = _check(repo, "--no-cache")
     assert code == 1
@@ -381,14 +382,10 @@ def test_rotating_a_key_file_is_a_policy_change(tmp_path: Path, people: dict[str
 def test_x509_signatures_are_unsupported_never_valid(repo: Repo) -> None:
     repo.write("f", "1\n")
     repo.commit_ssh(None, "gitsign-style commit")
-    raw = subprocess.run(["git", "-C", str(repo.path), "cat-file", "commit", "HEAD"],
-                         capture_output=True, check=True).stdout  # fmt: skip
+    raw = _raw_commit(repo, "HEAD")
     header, _, message = raw.partition(b"\n\n")
     cms = b"gpgsig -----BEGIN SIGNED MESSAGE-----\n MIIBxx==\n -----END SIGNED MESSAGE-----"
-    oid = subprocess.run(
-        ["git", "-C", str(repo.path), "hash-object", "-t", "commit", "-w", "--stdin"],
-        input=header + b"\n" + cms + b"\n\n" + message, capture_output=True, check=True,
-    ).stdout.decode().strip()  # fmt: skip
+    oid = _write_commit(repo, header + b"\n" + cms + b"\n\n" + message)
     repo.git("update-ref", "refs/heads/main", oid)
     code, report = _check(repo)
     assert code == 1
