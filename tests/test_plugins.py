@@ -20,9 +20,10 @@ import pytest
 import yaml
 
 from tests.components import require
-from tests.components.act import git_repo_with_action, run_act
+from tests.components.act import commit_unsigned, git_repo_with_action, run_act
 from tests.components.cli import openssl_cms_verify
 from tests.components.gitlab_ci_local import run_pipeline
+from tests.components.gitrepo import SshUser, ssh_user
 from tests.components.hsm import HsmFixture
 from tests.components.tsa import LocalTsa, TsaPki
 
@@ -311,13 +312,155 @@ def test_action_signs_and_gates_under_act(
         assert check.returncode == 0, check.stderr
 
 
+FAILING_WORKFLOW = """\
+on: push
+jobs:
+  release:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - name: Build
+        run: mkdir -p dist && echo "artifact" > dist/one.bin
+      - id: unsigned
+        continue-on-error: true
+        uses: ./
+        with:
+          artifacts: dist/*.bin
+          key: ${{ env.TEST_KEY }}
+          certificate: ${{ env.TEST_CERT }}
+          trust-roots: ${{ env.TEST_TRUST_ROOTS }}
+          range: base..HEAD
+          verify-commits: "true"
+          check-tree: "false"
+      - name: Keep the first outcome
+        env:
+          OUTCOME: ${{ steps.unsigned.outcome }}
+          VERIFIED: ${{ steps.unsigned.outputs.verified }}
+          REPORT: ${{ steps.unsigned.outputs.report }}
+        run: |
+          echo "UNSIGNED_OUTCOME=$OUTCOME UNSIGNED_VERIFIED=$VERIFIED" > "$TEST_RESULTS/unsigned.txt"
+          cp "$REPORT" "$TEST_RESULTS/unsigned-report.json"
+      - name: Modify a tracked file after checkout
+        run: echo "injected" >> src/app.txt
+      - id: modified
+        continue-on-error: true
+        uses: ./
+        with:
+          artifacts: dist/*.bin
+          key: ${{ env.TEST_KEY }}
+          certificate: ${{ env.TEST_CERT }}
+          trust-roots: ${{ env.TEST_TRUST_ROOTS }}
+          verify-commits: "false"
+          check-tree: "true"
+      - name: Keep the second outcome
+        env:
+          OUTCOME: ${{ steps.modified.outcome }}
+          VERIFIED: ${{ steps.modified.outputs.verified }}
+          REPORT: ${{ steps.modified.outputs.report }}
+        run: |
+          echo "MODIFIED_OUTCOME=$OUTCOME MODIFIED_VERIFIED=$VERIFIED" > "$TEST_RESULTS/modified.txt"
+          cp "$REPORT" "$TEST_RESULTS/modified-report.json"
+"""
+
+GITIGNORE = "dist/\n__pycache__/\n.gitlab-ci-local/\nsealgate-report.json\nsealgate.env\n"
+
+
+def _policy(user: SshUser) -> str:
+    return (
+        "version: 1\nsigners:\n  - name: alice\n    roles: [developer, policy-admin]\n"
+        f'    ssh: ["{user.public_line}"]\n'
+    )
+
+
+def _statuses(report: dict[str, Any]) -> dict[str, str]:
+    return {stage["name"]: stage["status"] for stage in report["stages"]}
+
+
+def _reasons(report: dict[str, Any], name: str) -> str:
+    return " ".join(r for s in report["stages"] if s["name"] == name for r in s["reasons"])
+
+
+def _signed_repo_with_unsigned_head(tmp_path: Path, files: dict[str, str], **kw: Any) -> Path:
+    """The action and a policy allowing alice in one commit signed by alice (tag `base`), then
+    an unsigned commit on top: `base..HEAD` holds exactly that unsigned commit."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    alice = ssh_user(keys, "alice")
+    repo = git_repo_with_action(
+        tmp_path / "repo",
+        {".sealgate/policy.yml": _policy(alice), "src/app.txt": "app\n", **files},
+        signer=alice,
+        **kw,
+    )
+    commit_unsigned(repo, {"src/extra.txt": "sneaked in\n"}, "unsigned change")
+    return repo
+
+
+def test_action_fails_on_an_unsigned_commit_and_a_modified_workspace_under_act(
+    hsm: HsmFixture, tmp_path: Path
+) -> None:
+    repo = _signed_repo_with_unsigned_head(
+        tmp_path, {".github/workflows/release.yml": FAILING_WORKFLOW, ".gitignore": GITIGNORE}
+    )
+    results = tmp_path / "results"
+    results.mkdir()
+    run = run_act(
+        repo,
+        cache=tmp_path / "cache",
+        secrets={},
+        env={
+            "TEST_KEY": hsm.uri("ec256"),
+            "SOFTHSM2_CONF": hsm.env["SOFTHSM2_CONF"],
+            "TEST_CERT": str(hsm.cert_pems["ec256"]),
+            "TEST_TRUST_ROOTS": str(hsm.root_pem),
+            "TEST_RESULTS": str(results),
+        },
+    )
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-8000:]  # both failing steps are continue-on-error
+
+    # (a) the unsigned commit in base..HEAD stops the run before signing.
+    outcome = (results / "unsigned.txt").read_text()
+    assert "UNSIGNED_OUTCOME=failure UNSIGNED_VERIFIED=false" in outcome, outcome
+    report = json.loads((results / "unsigned-report.json").read_text())
+    assert _statuses(report)["commits"] == "failed"
+    assert _statuses(report)["sign"] == "skipped"
+    assert "'unsigned change': unsigned" in _reasons(report, "commits")
+    # act prints each step's job summary into its log ("Summary - ..."): the first is this step's.
+    summaries = log.split("Summary - ")[1:]
+    assert summaries, log[-8000:]
+    assert "| commits | ❌ failed |" in summaries[0], summaries[0]
+    assert "'unsigned change': unsigned" in summaries[0], summaries[0]
+
+    # (b) a tracked file modified in the workspace fails the tree proof, naming the file.
+    outcome = (results / "modified.txt").read_text()
+    assert "MODIFIED_OUTCOME=failure MODIFIED_VERIFIED=false" in outcome, outcome
+    report = json.loads((results / "modified-report.json").read_text())
+    assert _statuses(report)["tree"] == "failed"
+    assert _statuses(report)["sign"] == "skipped"
+    assert "src/app.txt" in _reasons(report, "tree")
+    assert "| tree | ❌ failed |" in summaries[-1], summaries[-1]
+    assert "modified src/app.txt: content differs" in summaries[-1], summaries[-1]
+
+
 # A real run with gitlab-ci-local -----------------------------------------------------------
 
 
 def _run_component(
-    hsm: HsmFixture, tsa: LocalTsa, tsa_pki: TsaPki, tmp_path: Path, jobs: dict[str, Any]
+    hsm: HsmFixture,
+    tsa: LocalTsa,
+    tsa_pki: TsaPki,
+    tmp_path: Path,
+    jobs: dict[str, Any],
+    *,
+    inputs: dict[str, Any] | None = None,
+    unsigned_head: bool = False,
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """A pipeline: build, the component's signing and gate jobs (merged with `jobs`), release."""
+    """A pipeline: build, the component's signing and gate jobs (merged with `jobs`), release.
+
+    `inputs` override the component's inputs; `unsigned_head` builds the repository as a commit
+    signed by alice under a policy allowing her (tag `base`), then an unsigned commit.
+    """
     pipeline = {
         "stages": ["build", "sign", "release"],
         "include": [
@@ -333,6 +476,7 @@ def _run_component(
                     "trust_roots": str(hsm.root_pem),
                     "verify_commits": "false",
                     "job_artifacts": ["dist/", "sealgate-report.json"],
+                    **(inputs or {}),
                 },
             }
         ],
@@ -353,14 +497,12 @@ def _run_component(
         },
         **jobs,
     }
-    repo = git_repo_with_action(
-        tmp_path / "repo",
-        {
-            ".gitlab-ci.yml": yaml.safe_dump(pipeline, sort_keys=False),
-            ".gitignore": "dist/\n.gitlab-ci-local/\nsealgate-report.json\nsealgate.env\n",
-        },
-        extra=["gitlab-ci-component.yml"],
-    )
+    files = {".gitlab-ci.yml": yaml.safe_dump(pipeline, sort_keys=False), ".gitignore": GITIGNORE}
+    extra = ["gitlab-ci-component.yml"]
+    if unsigned_head:
+        repo = _signed_repo_with_unsigned_head(tmp_path, files, extra=extra)
+    else:
+        repo = git_repo_with_action(tmp_path / "repo", files, extra=extra)
     run = run_pipeline(
         repo, home=tmp_path / "gcl-home", variables={"SOFTHSM2_CONF": hsm.env["SOFTHSM2_CONF"]}
     )
@@ -400,3 +542,73 @@ def test_component_gate_blocks_an_unsigned_artifact_under_gitlab_ci_local(
     assert re.search(r"FAIL\s+sealgate-verify", log), log[-8000:]
     assert "dist/late.dat.p7s missing" in log, log[-8000:]
     assert "released verified" not in log, "the release ran although the gate failed"
+
+
+def _job_artifacts(repo: Path, job: str) -> Path:
+    return repo / ".gitlab-ci-local" / "artifacts" / job
+
+
+def _dotenv(repo: Path, job: str) -> dict[str, str]:
+    """The dotenv report `job` left, where gitlab-ci-local keeps it for the jobs that need it."""
+    path = _job_artifacts(repo, job) / ".gitlab-ci-reports" / "dotenv" / "sealgate.env"
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def _job_report(repo: Path, job: str) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(
+        (_job_artifacts(repo, job) / "sealgate-report.json").read_text()
+    )
+    return report
+
+
+def test_component_stops_at_an_unsigned_commit_under_gitlab_ci_local(
+    hsm: HsmFixture, tsa: LocalTsa, tsa_pki: TsaPki, tmp_path: Path
+) -> None:
+    inputs = {"verify_commits": "true", "range": "base..HEAD"}
+    repo, run = _run_component(hsm, tsa, tsa_pki, tmp_path, {}, inputs=inputs, unsigned_head=True)
+    log = run.stdout + run.stderr
+    assert run.returncode != 0, log[-8000:]
+    assert re.search(r"FAIL\s+sealgate-sign", log), log[-8000:]
+    assert "'unsigned change': unsigned" in log, log[-8000:]
+    assert "released verified" not in log, "the release ran although signing failed"
+    assert _dotenv(repo, "sealgate-sign") == {
+        "SEALGATE_SIGNATURES": "",
+        "SEALGATE_REPORT": "sealgate-report.json",
+        "SEALGATE_VERIFIED": "false",
+    }
+    report = _job_report(repo, "sealgate-sign")
+    assert _statuses(report)["commits"] == "failed" and _statuses(report)["sign"] == "skipped"
+    assert "'unsigned change': unsigned" in _reasons(report, "commits")
+
+
+def test_component_stops_at_a_modified_workspace_under_gitlab_ci_local(
+    hsm: HsmFixture, tsa: LocalTsa, tsa_pki: TsaPki, tmp_path: Path
+) -> None:
+    # A tracked file changed in the signing job's workspace before `sealgate run`.
+    jobs = {"sealgate-sign": {"before_script": ["echo injected >> README.md"]}}
+    repo, run = _run_component(hsm, tsa, tsa_pki, tmp_path, jobs)
+    log = run.stdout + run.stderr
+    assert run.returncode != 0, log[-8000:]
+    assert re.search(r"FAIL\s+sealgate-sign", log), log[-8000:]
+    assert "modified README.md: content differs" in log, log[-8000:]
+    assert "released verified" not in log, "the release ran although signing failed"
+    assert _dotenv(repo, "sealgate-sign")["SEALGATE_VERIFIED"] == "false"
+    report = _job_report(repo, "sealgate-sign")
+    assert _statuses(report)["tree"] == "failed" and _statuses(report)["sign"] == "skipped"
+    assert "modified README.md: content differs" in _reasons(report, "tree")
+
+
+def test_component_gate_blocks_a_tampered_artifact_under_gitlab_ci_local(
+    hsm: HsmFixture, tsa: LocalTsa, tsa_pki: TsaPki, tmp_path: Path
+) -> None:
+    # The artifact changes between the signing job and the gate: the gate must block the release.
+    jobs = {"sealgate-verify": {"before_script": ["echo tampered >> dist/one.bin"]}}
+    repo, run = _run_component(hsm, tsa, tsa_pki, tmp_path, jobs)
+    log = run.stdout + run.stderr
+    assert run.returncode != 0, log[-8000:]
+    assert re.search(r"PASS\s+sealgate-sign", log), log[-8000:]
+    assert re.search(r"FAIL\s+sealgate-verify", log), log[-8000:]
+    assert "FAILED dist/one.bin: dist/one.bin.p7s: digest mismatch" in log, log[-8000:]
+    assert "released verified" not in log, "the release ran although the gate failed"
+    assert _dotenv(repo, "sealgate-sign")["SEALGATE_VERIFIED"] == "true"

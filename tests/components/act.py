@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tests.components import require
+from tests.components.gitrepo import SshUser
 
 ROOT = Path(__file__).resolve().parents[2]
 #: What the action needs from the project to install and run itself.
@@ -35,8 +36,18 @@ def act() -> str:
     return path
 
 
-def git_repo_with_action(path: Path, files: Mapping[str, str], extra: Iterable[str] = ()) -> Path:
-    """A committed git repository holding the action's files and `files` (relative path -> text)."""
+def git_repo_with_action(
+    path: Path,
+    files: Mapping[str, str],
+    extra: Iterable[str] = (),
+    *,
+    signer: SshUser | None = None,
+) -> Path:
+    """A committed git repository holding the action's files and `files` (relative path -> text).
+
+    With `signer`, the commit is signed with that user's SSH key and tagged `base`, so that a
+    `.sealgate/policy.yml` among `files` is the policy in force for `base..HEAD`.
+    """
     path.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
     for name in (*ACTION_FILES, *extra):
@@ -49,10 +60,33 @@ def git_repo_with_action(path: Path, files: Mapping[str, str], extra: Iterable[s
         target = path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
-    env = ["-c", "user.name=Sealgate Test", "-c", "user.email=test@sealgate.invalid"]
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], [*env, "commit", "-q", "-m", "init"]):
-        subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True)
+    sign = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={signer.key}"] if signer else []
+    commit = [*_IDENTITY, *sign, "commit", "-q", *(["-S"] if signer else []), "-m", "init"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], commit):
+        _git(path, *args)
+    if signer:
+        _git(path, "tag", "base")
     return path
+
+
+_IDENTITY = ["-c", "user.name=Sealgate Test", "-c", "user.email=test@sealgate.invalid"]
+
+
+def _git(path: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(path), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def commit_unsigned(repo: Path, files: Mapping[str, str], message: str) -> str:
+    """Write `files` into `repo` and commit them without a signature; returns the commit id."""
+    for relative, text in files.items():
+        target = repo / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, *_IDENTITY, "-c", "commit.gpgsign=false", "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "HEAD")
 
 
 def run_act(
