@@ -222,6 +222,8 @@ class Stage:
     summary: str = "not run"
     reasons: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    #: (path or None, message): what CI plugins turn into file annotations
+    annotations: list[tuple[str | None, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -229,6 +231,7 @@ class Stage:
             "status": self.status,
             "summary": self.summary,
             "reasons": self.reasons,
+            "annotations": [{"file": path, "message": text} for path, text in self.annotations],
             **self.details,
         }
 
@@ -497,6 +500,9 @@ class Pipeline:
             repo.reader.close()
         failed = [v for v in verdicts if not v.ok]
         stage.reasons = [v.line() for v in failed]
+        stage.annotations = [
+            (None, f"commit {v.oid[:12]} {v.subject!r}: {v.reason}") for v in failed
+        ]
         stage.details = {
             "range": self.result.range,
             "policy": policy.source,
@@ -517,6 +523,7 @@ class Pipeline:
     def _tree(self, stage: Stage) -> bool:
         report = prove_tree(self.root, "HEAD", allow_untracked=allowed_untracked(self.config))
         stage.reasons = [d.line() for d in report.differences]
+        stage.annotations = [(d.path, f"{d.kind}: {d.detail}") for d in report.differences]
         stage.details = {
             "commit": report.commit,
             "expected_tree": report.expected_tree,
@@ -543,6 +550,9 @@ class Pipeline:
         )
         stage.reasons = [v.line() for v in report.violations]
         stage.reasons += [d.line() for d in report.tree.differences]
+        stage.annotations = [(v.path, f"changed during the build: {v.kind} at {v.time}")
+                             for v in report.violations]  # fmt: skip
+        stage.annotations += [(d.path, f"{d.kind}: {d.detail}") for d in report.tree.differences]
         if report.build_exit != 0:
             stage.reasons.insert(0, f"the build exited with status {report.build_exit}")
         stage.details = {
@@ -578,6 +588,7 @@ class Pipeline:
         ]
         failed = [v for v in self.result.verdicts if not v.verified]
         stage.reasons = [f"{v.artifact}: {v.reason}" for v in failed]
+        stage.annotations = [(str(v.artifact), str(v.reason)) for v in failed]
         stage.summary = f"{len(self.result.verdicts) - len(failed)} verified, {len(failed)} failed"
         return not failed
 

@@ -441,6 +441,7 @@ def test_action_fails_on_an_unsigned_commit_and_a_modified_workspace_under_act(
     assert "src/app.txt" in _reasons(report, "tree")
     assert "| tree | ❌ failed |" in summaries[-1], summaries[-1]
     assert "modified src/app.txt: content differs" in summaries[-1], summaries[-1]
+    assert "file=src/app.txt,title=sealgate tree::modified: content differs" in log, log[-3000:]
 
 
 # A real run with gitlab-ci-local -----------------------------------------------------------

@@ -130,6 +130,9 @@ def test_a_modified_source_fails_the_tree_stage_and_nothing_is_signed(
     assert statuses["commits"] == "passed" and statuses["tree"] == "failed"
     assert statuses["watch"] == statuses["sign"] == "skipped"
     assert any("src/app.txt" in reason for reason in report["stages"][1]["reasons"])
+    assert report["stages"][1]["annotations"] == [
+        {"file": "src/app.txt", "message": "modified: content differs"}
+    ]
     assert "src/app.txt" in stdout
     assert _signatures(repo) == []
 
