@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
+import requests
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -16,3 +20,31 @@ def require(available: bool, what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is required under CI=true and is missing", pytrace=False)
     pytest.skip(f"{what} is not available")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a component's server, killing it if it does not go within 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def wait_until_answering(
+    process: subprocess.Popen[bytes], url: str, log_path: Path, name: str, timeout: float
+) -> None:
+    """Poll `url` until it answers 200; a server that dies meanwhile fails with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} did not answer {url} within {timeout} s")

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import requests
 
+from tests.components import require, stop_process, wait_until_answering
 from tests.components.openbao import free_port
-from tests.conftest import require
 
 START_TIMEOUT = 30.0
 REGION = "us-east-1"
@@ -55,29 +54,17 @@ class MotoServer:
         requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 def _wait_ready(server: MotoServer) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"moto server exited with {server.process.returncode}:\n"
-                f"{server.log_path.read_text()}"
-            )
-        try:
-            requests.get(f"{server.endpoint_url}/moto-api/", timeout=2).raise_for_status()
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise RuntimeError(f"moto server did not answer in {START_TIMEOUT} s")
+    wait_until_answering(
+        server.process,
+        f"{server.endpoint_url}/moto-api/",
+        server.log_path,
+        "moto server",
+        START_TIMEOUT,
+    )
 
 
 @contextmanager

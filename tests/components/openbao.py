@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 
 import requests
 
-from tests.conftest import require
+from tests.components import require, stop_process, wait_until_answering
 
 START_TIMEOUT = 30.0
 
@@ -103,29 +102,13 @@ class OpenBao:
 
     def stop(self) -> None:
         self._session.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 def _wait_healthy(server: OpenBao) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"bao exited with {server.process.returncode}:\n{server.log_path.read_text()}"
-            )
-        try:
-            if requests.get(f"{server.address}/v1/sys/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"bao did not become healthy in {START_TIMEOUT} s")
+    wait_until_answering(
+        server.process, f"{server.address}/v1/sys/health", server.log_path, "bao", START_TIMEOUT
+    )
 
 
 @contextmanager
