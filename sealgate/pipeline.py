@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pathspec
 import yaml
@@ -41,6 +40,7 @@ from signer.certificates import load_certificate, load_certificates
 from signer.chain import load_trust_roots
 from signer.errors import SignerError
 from signer.keys import open_key
+from signer.redact import redact_url
 from signer.sign import SIGNATURE_SUFFIX, SignedArtifact, SignOptions, sign_artifacts
 from signer.timestamp import TsaSettings
 from signer.verify import Verdict, VerifyPolicy, verify_artifact
@@ -263,16 +263,6 @@ class RunResult:
             "verify": [v.as_json() for v in self.verdicts],
             "attestation": str(self.attestation) if self.attestation else None,
         }
-
-
-def redact_url(url: str) -> str:
-    """A URL without user information (tokens sometimes ride there)."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _redacted(document: dict[str, object]) -> dict[str, object]:
