@@ -2,8 +2,11 @@
 
 Everything is recomputed from the files themselves; git's index and stat cache are never
 consulted (an index can be told to ignore a change: `update-index --assume-unchanged`).
-Ignore rules come only from the `.gitignore` files of the commit, never from the workspace's
-`.git/info/exclude` or a global excludes file, which an intruder could edit to hide a file.
+Everything in the work tree counts: untracked files, files the commit's `.gitignore` ignores
+(present before the build, a build can read or run them: a stale `__pycache__/*.pyc`) and
+FIFOs, sockets and devices are all differences unless declared with `allow_untracked`.
+Submodules are proven by their contents against the commit their gitlink records, read (and
+re-hashed) from the submodule's object store, never by asking the submodule what it is.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,20 +22,54 @@ from pathlib import Path
 import pathspec
 
 from integrity.errors import InputError
-from integrity.gitobjects import ObjectReader, git
+from integrity.gitobjects import git
 
 CHUNK = 1 << 20
 _FILE, _EXEC, _LINK, _DIR, _GITLINK = "100644", "100755", "120000", "40000", "160000"
+SUBMODULE_MODES = ("prove", "refuse")
+#: Deeper than this, submodules inside submodules are refused rather than followed.
+MAX_SUBMODULE_DEPTH = 16
+_INVALID_PARTS = frozenset({"", ".", ".."})
+_HEX = frozenset("0123456789abcdef")
+_SPECIAL = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+
+
+def display_path(path: str) -> str:
+    """A path as one safe line: control characters, quotes and undecodable bytes are escaped
+    and the whole is quoted (as git quotes), so a file name cannot forge or hide a report line."""
+    if path.isprintable() and '"' not in path and "\\" not in path:
+        return path
+    out: list[str] = []
+    for char in path:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif char in '"\\':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif not char.isprintable():
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 @dataclass(frozen=True)
 class TreeDifference:
     path: str
-    kind: str  # "modified" | "added" | "deleted" | "mode" | "type"
+    kind: str  # "modified" | "added" | "deleted" | "mode" | "type" | "submodule" | "invalid"
     detail: str
 
     def line(self) -> str:
-        return f"{self.kind} {self.path}: {self.detail}"
+        return f"{self.kind} {display_path(self.path)}: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -67,6 +104,31 @@ class _Dir:
     children: dict[str, _Dir | tuple[str, str]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Store:
+    """Where git objects are read: the work tree's own repository, or a submodule's `.git`."""
+
+    cwd: Path
+    git_dir: Path | None = None
+
+    def git(self, *args: str, input_bytes: bytes | None = None) -> bytes:
+        prefix = (f"--git-dir={self.git_dir}",) if self.git_dir is not None else ()
+        return git(self.cwd, *prefix, *args, input_bytes=input_bytes)
+
+
+@dataclass
+class _Result:
+    expected_tree: str
+    actual_tree: str
+    differences: list[TreeDifference]
+    files: int
+    bytes_hashed: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences and self.expected_tree == self.actual_tree
+
+
 _SMALL = 1 << 20
 
 
@@ -80,8 +142,10 @@ def _blob_id(
             hasher.update(chunk)
         return hasher.hexdigest(), header_size
     assert path is not None  # noqa: S101 - one of the two is always given
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for a FIFO or device since lstat
+            raise OSError(f"{path} is no longer a regular file")
         if header_size < _SMALL:  # most sources: one read, no buffer juggling
             data = os.read(fd, header_size + 1)
             total = len(data)
@@ -101,9 +165,9 @@ def _blob_id(
     return hasher.hexdigest(), total
 
 
-def tracked_entries(repo: Path, commit: str) -> dict[str, _Entry]:
-    """Every path of the commit's tree, from one `git ls-tree -r -z`."""
-    out = git(repo, "ls-tree", "-r", "-z", "--full-tree", commit)
+def _entries(store: _Store, tree: str) -> dict[str, _Entry]:
+    """Every path below `tree`, from one NUL-separated `git ls-tree -r -z`."""
+    out = store.git("ls-tree", "-r", "-z", "--full-tree", tree)
     entries: dict[str, _Entry] = {}
     for record in out.split(b"\0"):
         if not record:
@@ -114,26 +178,85 @@ def tracked_entries(repo: Path, commit: str) -> dict[str, _Entry]:
     return entries
 
 
-def tracked_paths(repo: Path, commit: str = "HEAD") -> list[str]:
-    return sorted(tracked_entries(repo, commit))
+def tracked_entries(repo: Path, commit: str) -> dict[str, _Entry]:
+    """Every path of the commit's tree, from one `git ls-tree -r -z`."""
+    return _entries(_Store(repo), commit)
 
 
-def _walk(root: Path, skip_dir: Callable[[str], bool]) -> dict[str, os.stat_result]:
-    """Every file, symlink and submodule directory of the work tree (lstat), .git excluded;
-    directories `skip_dir` names (ignored, holding nothing tracked) are not entered."""
+def tracked_paths(repo: Path, commit: str = "HEAD", *, submodules: bool = False) -> list[str]:
+    """The commit's paths; with `submodules`, also the paths of every checked-out submodule at
+    the commit its gitlink records (`sub/inner/file`), read from the submodule's object store."""
+    entries = tracked_entries(repo, commit)
+    paths = set(entries)
+    if submodules and entries:
+        hash_name = "sha256" if len(next(iter(entries.values())).oid) == 64 else "sha1"
+        paths |= _submodule_paths(repo, _Store(repo), entries, hash_name, "", 0)
+    return sorted(paths)
+
+
+def _submodule_paths(
+    root: Path, store: _Store, entries: dict[str, _Entry], hash_name: str, prefix: str, depth: int
+) -> set[str]:
+    paths: set[str] = set()
+    for path, entry in entries.items():
+        if entry.mode != _GITLINK or depth >= MAX_SUBMODULE_DEPTH or not _valid(path):
+            continue
+        located = _submodule_tree(root, store, path, entry.oid, hash_name)
+        if isinstance(located, str):
+            continue  # not proven: the tree proof reports it
+        sub_store, tree = located
+        inner = _entries(sub_store, tree)
+        paths |= {f"{prefix}{path}/{p}" for p in inner}
+        paths |= _submodule_paths(
+            root / path, sub_store, inner, hash_name, f"{prefix}{path}/", depth + 1
+        )
+    return paths
+
+
+def _valid(path: str) -> bool:
+    """A path git could check out: no empty, `.` or `..` part and no `.git` part anywhere."""
+    return not any(part in _INVALID_PARTS or part.lower() == ".git" for part in path.split("/"))
+
+
+def _read_blobs(store: _Store, oids: Iterable[str]) -> dict[str, bytes]:
+    """Several blobs through one `git cat-file --batch`."""
+    wanted = sorted(set(oids))
+    if not wanted:
+        return {}
+    out = store.git("cat-file", "--batch", input_bytes="".join(o + "\n" for o in wanted).encode())
+    blobs: dict[str, bytes] = {}
+    position = 0
+    while position < len(out):
+        end = out.index(b"\n", position)
+        header = out[position:end].split()
+        position = end + 1
+        if len(header) != 3:
+            continue  # "<oid> missing"
+        size = int(header[2])
+        blobs[header[0].decode()] = out[position : position + size]
+        position += size + 1
+    return blobs
+
+
+def _walk(
+    root: Path, skip_dir: Callable[[str], bool], gitlinks: frozenset[str]
+) -> dict[str, os.stat_result]:
+    """Every entry of the work tree but directories (lstat, symlinks never followed), the top
+    `.git` excluded. Submodule directories and any other `.git` are listed, not entered; a
+    directory `skip_dir` names (declared, holding nothing tracked) is not entered."""
     found: dict[str, os.stat_result] = {}
     stack = [("", root)]
     while stack:
         prefix, directory = stack.pop()
         with os.scandir(directory) as entries:
             for entry in entries:
-                if entry.name == ".git" and (prefix == "" or entry.is_file(follow_symlinks=False)):
+                if entry.name == ".git" and prefix == "":
                     continue
                 relative = f"{prefix}{entry.name}"
                 info = entry.stat(follow_symlinks=False)
                 if stat.S_ISDIR(info.st_mode):
-                    if (Path(entry.path) / ".git").exists():
-                        found[relative] = info  # a submodule checkout
+                    if relative in gitlinks or entry.name == ".git":
+                        found[relative] = info
                     elif not skip_dir(relative + "/"):
                         stack.append((relative + "/", Path(entry.path)))
                 else:
@@ -142,15 +265,21 @@ def _walk(root: Path, skip_dir: Callable[[str], bool]) -> dict[str, os.stat_resu
 
 
 class _IgnoreRules:
-    """`.gitignore` files of the commit itself, applied directory by directory."""
+    """`.gitignore` files of the commit itself, applied directory by directory; they only
+    explain a difference ("ignored by .gitignore"), they never hide one."""
 
-    def __init__(self, reader: ObjectReader, entries: dict[str, _Entry]) -> None:
+    def __init__(self, store: _Store, entries: dict[str, _Entry]) -> None:
         self.specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
-        for path, entry in entries.items():
-            if path == ".gitignore" or path.endswith("/.gitignore"):
-                base = path[: -len(".gitignore")]
-                text = reader.read(entry.oid)[1].decode("utf-8", "replace")
-                self.specs.append((base, pathspec.GitIgnoreSpec.from_lines(text.splitlines())))
+        files = {
+            path: entry.oid
+            for path, entry in entries.items()
+            if path == ".gitignore" or path.endswith("/.gitignore")
+        }
+        blobs = _read_blobs(store, files.values())
+        for path, oid in files.items():
+            text = blobs.get(oid, b"").decode("utf-8", "replace")
+            base = path[: -len(".gitignore")]
+            self.specs.append((base, pathspec.GitIgnoreSpec.from_lines(text.splitlines())))
         self.specs.sort(key=lambda item: item[0].count("/"))
 
     def ignored(self, path: str) -> bool:
@@ -163,10 +292,215 @@ class _IgnoreRules:
         return verdict
 
 
+def _submodule_tree(
+    root: Path, store: _Store, path: str, oid: str, hash_name: str
+) -> tuple[_Store, str] | str:
+    """The object store of the submodule at `path` and the tree of commit `oid` in it, or why
+    it cannot be proven. The commit is re-hashed: a store holding another object under that id
+    (or replacing it) proves nothing."""
+    directory = root / path
+    try:
+        empty = not any(os.scandir(directory))
+    except OSError:
+        empty = True
+    if empty:
+        return "not checked out"
+    gitfile = directory / ".git"
+    if os.path.lexists(gitfile):
+        sub_store = _Store(root, gitfile)
+    else:
+        parent_dir = Path(store.git("rev-parse", "--absolute-git-dir").decode().strip())
+        candidate = parent_dir / "modules" / path
+        if not candidate.is_dir():
+            return "not checked out (no repository for it)"
+        sub_store = _Store(root, candidate)
+    try:
+        raw = sub_store.git("cat-file", "commit", oid)
+    except InputError:
+        return f"not proven (commit {oid} not in its repository)"
+    if hashlib.new(hash_name, b"commit %d\0" % len(raw) + raw).hexdigest() != oid:
+        return f"not proven (the object stored as commit {oid} does not hash to that id)"
+    first = raw.split(b"\n", 1)[0]
+    if not first.startswith(b"tree "):
+        return f"not proven (commit {oid} has no tree)"
+    return sub_store, first[5:].decode("ascii", "replace").strip()
+
+
+class _Proof:
+    """One tree proof; submodules are proven with the same code, recursively."""
+
+    def __init__(self, hash_name: str, allow_untracked: Sequence[str], submodules: str) -> None:
+        if submodules not in SUBMODULE_MODES:
+            raise InputError(f"--submodules {submodules!r}: use prove or refuse")
+        self.hash_name = hash_name
+        self.allowed = pathspec.PathSpec.from_lines("gitignore", allow_untracked)
+        self.submodules = submodules
+
+    def _is_allowed(self, path: str, *, is_dir: bool = False) -> bool:
+        return bool(
+            self.allowed.match_file(path) or (is_dir and self.allowed.match_file(path + "/"))
+        )
+
+    def prove(self, root: Path, store: _Store, tree: str, prefix: str, depth: int) -> _Result:
+        entries = _entries(store, tree)
+        differences: list[TreeDifference] = []
+        for path in [p for p in entries if not _valid(p)]:
+            del entries[path]
+            differences.append(
+                TreeDifference(
+                    prefix + path,
+                    "invalid",
+                    "path in the commit cannot be checked out ('.', "
+                    "'..', '.git' or an empty part): not compared",
+                )
+            )
+        ignore = _IgnoreRules(store, entries)
+        gitlinks = frozenset(p for p, e in entries.items() if e.mode == _GITLINK)
+        tracked_dirs = {path[: i + 1] for path in entries for i, c in enumerate(path) if c == "/"}
+
+        def skip_dir(directory: str) -> bool:
+            return directory not in tracked_dirs and self._is_allowed(prefix + directory)
+
+        present = {
+            path: info
+            for path, info in _walk(root, skip_dir, gitlinks).items()
+            if path in entries
+            or not self._is_allowed(prefix + path, is_dir=stat.S_ISDIR(info.st_mode))
+        }
+
+        found: dict[str, _Found] = {}
+        to_hash: list[tuple[str, os.stat_result]] = []
+        for path, info in present.items():
+            entry = entries.get(path)
+            mode = info.st_mode
+            if stat.S_ISLNK(mode):
+                target = os.readlink(root / path).encode("utf-8", "surrogateescape")
+                oid, _ = _blob_id(self.hash_name, len(target), [target], None)
+                found[path] = _Found(_LINK, oid)
+            elif stat.S_ISREG(mode):
+                to_hash.append((path, info))
+            elif stat.S_ISDIR(mode):
+                if entry is None:  # a `.git` below the top: another repository
+                    differences.append(
+                        TreeDifference(prefix + path, "added", "untracked nested repository")
+                    )
+            else:
+                kind = next((name for test, name in _SPECIAL if test(mode)), "special file")
+                if entry is None:
+                    why = self._untracked_why(ignore, path, prefix)
+                    differences.append(TreeDifference(prefix + path, "added", f"{kind}, {why}"))
+                else:
+                    differences.append(
+                        TreeDifference(prefix + path, "type", f"a {kind} here, not in the commit")
+                    )
+        hashed = _hash_files(root, self.hash_name, to_hash)
+        found.update(hashed)
+        files = len(found)
+        bytes_hashed = sum(f.size for f in hashed.values())
+
+        for path, entry in entries.items():
+            actual = found.get(path)
+            if entry.mode == _GITLINK:
+                here = present.get(path)
+                if here is None:
+                    differences.append(
+                        TreeDifference(prefix + path, "submodule", "not checked out")
+                    )
+                elif not stat.S_ISDIR(here.st_mode):
+                    differences.append(
+                        TreeDifference(prefix + path, "type", "submodule in the commit, not here")
+                    )
+                else:
+                    inner = self._submodule(root, store, path, entry.oid, prefix, depth)
+                    differences += inner.differences
+                    files += inner.files
+                    bytes_hashed += inner.bytes_hashed
+                    proven = inner.ok
+                    found[path] = _Found(_GITLINK, entry.oid if proven else "0" * len(entry.oid))
+                continue
+            if actual is None:
+                if path not in present:
+                    differences.append(
+                        TreeDifference(prefix + path, "deleted", "tracked path is missing")
+                    )
+                continue
+            if (entry.mode == _LINK) != (actual.mode == _LINK):
+                expected_kind = "symlink" if entry.mode == _LINK else "file"
+                actual_kind = "symlink" if actual.mode == _LINK else "file"
+                differences.append(
+                    TreeDifference(
+                        prefix + path, "type", f"{expected_kind} in the commit, {actual_kind} here"
+                    )
+                )
+            elif actual.oid != entry.oid:
+                what = "symlink target differs" if entry.mode == _LINK else "content differs"
+                differences.append(TreeDifference(prefix + path, "modified", what))
+            elif actual.mode != entry.mode:
+                differences.append(
+                    TreeDifference(
+                        prefix + path,
+                        "mode",
+                        f"mode {entry.mode} in the commit, {actual.mode} here",
+                    )
+                )
+        extra = sorted(set(found) - set(entries))
+        for path in extra:
+            differences.append(
+                TreeDifference(prefix + path, "added", self._untracked_why(ignore, path, prefix))
+            )
+        actual_tree = _tree_id(
+            self.hash_name,
+            {p: (f.mode, f.oid) for p, f in found.items() if p in entries or p in extra},
+        )
+        if actual_tree != tree and not differences:
+            differences.append(
+                TreeDifference(
+                    prefix or ".",
+                    "modified",
+                    f"recomputed tree {actual_tree[:12]} is not {tree[:12]} although no path "
+                    "differs: the repository's tree objects do not match their ids",
+                )
+            )
+        return _Result(tree, actual_tree, differences, files, bytes_hashed)
+
+    def _untracked_why(self, ignore: _IgnoreRules, path: str, prefix: str) -> str:
+        if ignore.ignored(path):
+            return "ignored by .gitignore, present before the build (declare it to allow it)"
+        return "untracked and not ignored"
+
+    def _submodule(
+        self, root: Path, store: _Store, path: str, oid: str, prefix: str, depth: int
+    ) -> _Result:
+        name = prefix + path
+
+        def refused(detail: str) -> _Result:
+            return _Result("", "", [TreeDifference(name, "submodule", detail)], 0, 0)
+
+        if self.submodules == "refuse":
+            return refused("not proven (--submodules refuse)")
+        if depth >= MAX_SUBMODULE_DEPTH:
+            return refused(f"not proven (submodules nested deeper than {MAX_SUBMODULE_DEPTH})")
+        if len(oid) != (64 if self.hash_name == "sha256" else 40) or not _HEX.issuperset(oid):
+            return refused(f"not proven (gitlink {oid} is not a {self.hash_name} id)")
+        located = _submodule_tree(root, store, path, oid, self.hash_name)
+        if isinstance(located, str):
+            return refused(located)
+        sub_store, tree = located
+        try:
+            return self.prove(root / path, sub_store, tree, name + "/", depth + 1)
+        except InputError as exc:
+            return refused(f"not proven ({exc.message})")
+
+
 def prove_tree(
-    repo: Path, commit: str = "HEAD", *, allow_untracked: Sequence[str] = ()
+    repo: Path,
+    commit: str = "HEAD",
+    *,
+    allow_untracked: Sequence[str] = (),
+    submodules: str = "prove",
 ) -> TreeReport:
-    """Compare the work tree with `commit`'s tree; every difference is named."""
+    """Compare the work tree with `commit`'s tree; every difference is named. `submodules`:
+    `prove` (each submodule's files against the commit its gitlink records) or `refuse`."""
     if not (repo / ".git").exists():
         try:
             git(repo, "rev-parse", "--git-dir")
@@ -181,80 +515,15 @@ def prove_tree(
         raise InputError(f"{commit!r} does not resolve to a commit in {root}") from None
     expected_tree = git(root, "rev-parse", f"{commit_oid}^{{tree}}").decode().strip()
     hash_name = "sha256" if len(commit_oid) == 64 else "sha1"
-    entries = tracked_entries(root, commit_oid)
-    reader = ObjectReader(root)
-    try:
-        ignore = _IgnoreRules(reader, entries)
-    finally:
-        reader.close()
-    tracked_dirs = {path[: i + 1] for path in entries for i, c in enumerate(path) if c == "/"}
-    allowed = pathspec.PathSpec.from_lines("gitignore", allow_untracked)
-
-    def skip_dir(directory: str) -> bool:
-        return directory not in tracked_dirs and (
-            ignore.ignored(directory) or allowed.match_file(directory)
-        )
-
-    present = {
-        path: info
-        for path, info in _walk(root, skip_dir).items()
-        if path in entries or not (allowed.match_file(path) or ignore.ignored(path))
-    }
-
-    differences: list[TreeDifference] = []
-    found: dict[str, _Found] = {}
-    to_hash: list[tuple[str, os.stat_result]] = []
-    for path, info in present.items():
-        entry = entries.get(path)
-        if stat.S_ISLNK(info.st_mode):
-            target = os.readlink(root / path).encode("utf-8", "surrogateescape")
-            oid, _ = _blob_id(hash_name, len(target), [target], None)
-            found[path] = _Found(_LINK, oid)
-        elif stat.S_ISDIR(info.st_mode):  # submodule: its checked-out commit
-            head = git(root / path, "rev-parse", "HEAD").decode().strip()
-            found[path] = _Found(_GITLINK, head)
-        elif stat.S_ISREG(info.st_mode):
-            to_hash.append((path, info))
-        elif entry is not None:
-            differences.append(TreeDifference(path, "type", "not a regular file or symlink"))
-    hashed = _hash_files(root, hash_name, to_hash)
-    found.update(hashed)
-
-    for path, entry in entries.items():
-        actual = found.get(path)
-        if actual is None:
-            if path not in present:
-                differences.append(TreeDifference(path, "deleted", "tracked path is missing"))
-            continue
-        if (entry.mode == _LINK) != (actual.mode == _LINK):
-            expected_kind = "symlink" if entry.mode == _LINK else "file"
-            actual_kind = "symlink" if actual.mode == _LINK else "file"
-            differences.append(
-                TreeDifference(path, "type", f"{expected_kind} in the commit, {actual_kind} here")
-            )
-        elif actual.oid != entry.oid:
-            what = "symlink target differs" if entry.mode == _LINK else "content differs"
-            differences.append(TreeDifference(path, "modified", what))
-        elif actual.mode != entry.mode:
-            differences.append(
-                TreeDifference(path, "mode", f"mode {entry.mode} in the commit, {actual.mode} here")
-            )
-    extra: list[str] = []
-    for path in sorted(set(found) - set(entries)):
-        extra.append(path)
-        differences.append(TreeDifference(path, "added", "untracked and not ignored"))
-
-    actual_tree = _tree_id(
-        hash_name, {p: (f.mode, f.oid) for p, f in found.items() if p in entries or p in extra}
-    )
-    differences.sort(key=lambda d: (d.path, d.kind))
+    proof = _Proof(hash_name, allow_untracked, submodules)
+    result = proof.prove(root, _Store(root), expected_tree, "", 0)
     return TreeReport(
         commit=commit_oid,
         expected_tree=expected_tree,
-        actual_tree=actual_tree,
-        differences=tuple(differences),
-        files=len(found),
-        bytes_hashed=sum(f.size for f in hashed.values()),
+        actual_tree=result.actual_tree,
+        differences=tuple(sorted(result.differences, key=lambda d: (d.path, d.kind))),
+        files=result.files,
+        bytes_hashed=result.bytes_hashed,
     )
 
 

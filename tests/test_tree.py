@@ -47,11 +47,17 @@ def test_clean_checkout_matches_and_recomputes_git_tree_id(
     tmp_path: Path, object_format: str
 ) -> None:
     repo = _repo(tmp_path, object_format)
-    (repo.path / "src" / "main.o").write_bytes(b"ignored object file")
     code, report = _tree(repo)
     assert code == 0, report
     assert report["actual_tree"] == report["expected_tree"] == repo.git("rev-parse", "HEAD^{tree}")
     assert report["differences"] == []
+    # An ignored file present before the build is part of what the build reads: reported,
+    # unless declared.
+    (repo.path / "src" / "main.o").write_bytes(b"ignored object file")
+    code, report = _tree(repo)
+    assert code == 1 and _kinds(report) == {"src/main.o": "added"}
+    assert "ignored by .gitignore, present before the build" in str(report["differences"])
+    assert _tree(repo, "--allow-untracked", "*.o")[0] == 0
 
 
 def _same_size_edit(repo: Repo) -> None:
@@ -137,8 +143,10 @@ def test_declared_outputs_may_exist(tmp_path: Path) -> None:
     repo = _repo(tmp_path)
     repo.write("out/app.bin", "binary")
     repo.write("dist/app.tar", "ignored by the commit's .gitignore")
-    assert _kinds(_tree(repo)[1]) == {"out/app.bin": "added"}
+    assert _kinds(_tree(repo)[1]) == {"out/app.bin": "added", "dist/app.tar": "added"}
     code, report = _tree(repo, "--allow-untracked", "out/**")
+    assert code == 1 and _kinds(report) == {"dist/app.tar": "added"}
+    code, report = _tree(repo, "--allow-untracked", "out/**", "--allow-untracked", "dist/")
     assert code == 0 and report["differences"] == []
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from integrity.tree import prove_tree
+from integrity.tree import SUBMODULE_MODES, prove_tree
 from sealgate.attest import (
     add_attest_options,
     add_subject_option,
@@ -21,8 +21,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "tree",
         help="prove the working tree equals the commit's tree (bytes, modes, symlinks)",
         description="Recomputes the git tree id from the files themselves (never git's index "
-        "or stat cache) and names every modified, added and deleted path. Exit 1 on any "
-        "difference.",
+        "or stat cache) and names every modified, added and deleted path. Untracked files, "
+        "ignored files present before the build and FIFOs, sockets or devices count unless "
+        "declared with --allow-untracked. Exit 1 on any difference.",
     )
     parser.add_argument("--repo", type=Path, default=Path("."), help="work tree (default: .)")
     parser.add_argument("--commit", default="HEAD", help="the signed commit (default: HEAD)")
@@ -31,7 +32,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         default=[],
         metavar="GLOB",
-        help="declared build outputs that may exist untracked (gitignore-style; repeatable)",
+        help="declared build outputs and caches that may exist untracked, ignored or not "
+        "(gitignore-style; repeatable)",
+    )
+    parser.add_argument(
+        "--submodules",
+        choices=SUBMODULE_MODES,
+        default="prove",
+        help="prove (default): each submodule's files against the commit its gitlink records, "
+        "read from the submodule's own object store; refuse: any submodule fails the proof",
     )
     parser.add_argument("--json", action="store_true")
     add_attest_options(parser)
@@ -41,7 +50,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     attest_key(args)  # a missing key fails before the work
-    report = prove_tree(args.repo, args.commit, allow_untracked=args.allow_untracked)
+    report = prove_tree(
+        args.repo, args.commit, allow_untracked=args.allow_untracked, submodules=args.submodules
+    )
     if args.json:
         emit_json(
             {
