@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pathspec
 import yaml
 
 from integrity.errors import InputError
+from integrity.files import KEY_FILE_LIMIT, POLICY_LIMIT, read_regular
 from integrity.openpgp import OpenPgpKey, OpenPgpKeyring, load_openpgp_key
 from integrity.sshsig import SshPublicKey, parse_public_key
 
@@ -71,36 +73,163 @@ class Policy:
         return roles
 
 
-class _LineLoader(yaml.SafeLoader):
-    """Records the line of every mapping, so errors can name it."""
+#: Bounds on a YAML document read as data: deeper, bigger or longer is refused, never recursed.
+YAML_MAX_DEPTH = 32
+YAML_MAX_NODES = 100_000
+YAML_MAX_SCALAR = 256 * 1024
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
-def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    mapping: dict[str, Any] = dict(loader.construct_mapping(node, deep=True))  # type: ignore[arg-type]
-    mapping["__line__"] = node.start_mark.line + 1
+class LinedDict(dict[str, Any]):
+    """A YAML mapping that remembers its own line and each key's line, outside its keys.
+
+    The lines live in attributes, not in a `__line__` entry, so no key a user writes can
+    collide with them.
+    """
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses what a reviewer could misread or that costs without bound:
+    aliases (billion laughs), merge keys, duplicate and non-string keys, deep nesting."""
+
+    source = "<yaml>"
+    _depth = 0
+    _nodes = 0
+    _last_mark: Any = None
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise InputError(
+                f"{self.source} line {mark.line + 1}: YAML aliases (*name) are not allowed"
+            )
+        self._nodes += 1
+        if self._nodes > YAML_MAX_NODES:
+            raise InputError(f"{self.source}: more than {YAML_MAX_NODES} YAML nodes")
+        self._depth += 1
+        try:
+            if self._depth > YAML_MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise InputError(
+                    f"{self.source} line {mark.line + 1}: nested deeper than {YAML_MAX_DEPTH}"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        self._last_mark = node.start_mark
+        return super().construct_object(node, deep)
+
+    def construct_scalar(self, node: yaml.ScalarNode) -> Any:  # type: ignore[override]
+        if len(node.value) > YAML_MAX_SCALAR:
+            raise InputError(
+                f"{self.source} line {_line(node)}: a value longer than {YAML_MAX_SCALAR} characters"
+            )
+        return super().construct_scalar(node)
+
+
+def _strict_mapping(loader: _StrictLoader, node: yaml.Node) -> LinedDict:
+    where = f"{loader.source} line {_line(node)}"
+    if not isinstance(node, yaml.MappingNode):
+        raise InputError(f"{where}: expected a mapping")
+    mapping = LinedDict()
+    mapping.line = _line(node)
+    mapping.key_lines = {}
+    for key_node, value_node in node.value:
+        key_where = f"{loader.source} line {_line(key_node)}"
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
+            kind = key_node.tag.rsplit(":", 1)[-1]
+            shown = "a merge key <<" if kind == "merge" else f"!!{kind}"
+            raise InputError(f"{key_where}: mapping keys must be plain strings, not {shown}")
+        key = loader.construct_scalar(key_node)
+        if not isinstance(key, str):
+            raise InputError(f"{key_where}: mapping keys must be plain strings")
+        if key in mapping:
+            raise InputError(
+                f"{key_where}: duplicate key {key!r} (first on line {mapping.key_lines[key]})",
+                hint="YAML keeps the last one silently; a reviewer reads the first",
+            )
+        mapping.key_lines[key] = _line(key_node)
+        mapping[key] = loader.construct_object(value_node, deep=True)
     return mapping
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_with_line)
+def _refuse_tag(loader: _StrictLoader, node: yaml.Node) -> Any:
+    tag = node.tag.rsplit(":", 1)[-1]
+    raise InputError(f"{loader.source} line {_line(node)}: YAML type !!{tag} is not allowed")
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+# A `!!set` or `!!omap` would turn what a reviewer reads as a list or mapping into another type.
+for _tag in ("set", "omap", "pairs"):
+    _StrictLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
+
+
+def load_yaml(text: bytes | str, *, source: str) -> Any:
+    """One YAML document parsed as hostile data; every failure is an InputError naming
+    `source` and, where known, the line."""
+    loader: _StrictLoader | None = None
+    try:
+        loader = _StrictLoader(text)  # the reader already refuses bad encodings and NULs
+        loader.source = source
+        return loader.get_single_data()
+    except yaml.reader.ReaderError as exc:
+        raise InputError(
+            f"{source}: not valid YAML (character #x{exc.character:x} at offset {exc.position})"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise InputError(f"{source}{line}: not valid YAML ({problem})") from None
+    except (ValueError, TypeError, OverflowError, AttributeError, RecursionError) as exc:
+        # odd scalars: `!!timestamp 2026-13-45`, an int of 10**5 digits, `!!binary` garbage
+        mark = getattr(loader, "_last_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{source}{line}: unreadable YAML value ({type(exc).__name__})") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def load_policy_file(path: Path, *, what: str = "policy") -> Policy:
+    """A policy from outside the repository, and its key files beside it, each read as a
+    regular file under a cap (a FIFO or `/dev/zero` is refused at once)."""
+    text = read_regular(path, what=what, limit=POLICY_LIMIT)
+    return load_policy(
+        text,
+        source=str(path),
+        read_file=lambda rel: read_regular(
+            path.parent / rel, what="key file", limit=KEY_FILE_LIMIT
+        ),
+    )
 
 
 def load_policy(text: bytes, *, source: str, read_file: Callable[[str], bytes]) -> Policy:
     """Parse and validate a policy; `read_file` reads key files relative to the policy."""
-    try:
-        document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise InputError(
-            f"{source}{line}: not valid YAML ({getattr(exc, 'problem', exc)})"
-        ) from None
-    if not isinstance(document, dict):
-        raise InputError(f"{source}: a policy is a mapping with `version` and `signers`")
-    if document.get("version") != 1:
-        raise InputError(f"{source} line {document['__line__']}: `version: 1` is required")
-    unknown = set(document) - {"version", "signers", "rules", "forge", "__line__"}
+    document = load_yaml(text, source=source)
+    if not isinstance(document, LinedDict):
+        raise InputError(f"{source} line 1: a policy is a mapping with `version` and `signers`")
+    version = document.get("version")
+    if type(version) is not int or version != 1:  # `version: true` equals 1 in Python
+        raise InputError(f"{source} line {document.line_of('version')}: `version: 1` is required")
+    unknown = set(document) - {"version", "signers", "rules", "forge"}
     if unknown:
-        raise InputError(f"{source}: unknown top-level field {sorted(unknown)[0]!r}")
+        first = sorted(unknown)[0]
+        raise InputError(
+            f"{source} line {document.line_of(first)}: unknown top-level field {first!r}"
+        )
     consulted: list[bytes] = []
 
     def reading(relative: str) -> bytes:
@@ -108,10 +237,16 @@ def load_policy(text: bytes, *, source: str, read_file: Callable[[str], bytes]) 
         consulted.append(relative.encode() + b"\0" + hashlib.sha256(data).digest())
         return data
 
-    signers = _signers(document.get("signers"), source, reading)
+    signers = _signers(
+        document.get("signers"), _where(source, None, document, "signers"), source, reading
+    )
     roles = {role for signer in signers for role in signer.roles}
-    rules = _rules(document.get("rules") or [], source, roles)
-    forge_mode, forge_keys = _forge(document.get("forge"), source, reading)
+    rules = _rules(
+        document.get("rules") or [], _where(source, None, document, "rules"), source, roles
+    )
+    forge_mode, forge_keys = _forge(
+        document.get("forge"), _where(source, None, document, "forge"), reading
+    )
     return Policy(
         source=source,
         # the key files are part of the policy: a changed key file is a changed policy
@@ -127,9 +262,16 @@ def load_policy(text: bytes, *, source: str, read_file: Callable[[str], bytes]) 
     )
 
 
-def _where(source: str, item: Any) -> str:
-    line = item.get("__line__") if isinstance(item, dict) else None
-    return f"{source} line {line}" if line else source
+def _where(source: str, item: Any, parent: Any = None, key: str = "") -> str:
+    """`source line N` of a mapping, or of the key that holds a non-mapping `item`."""
+    if isinstance(item, LinedDict):
+        return f"{source} line {item.line}"
+    if isinstance(parent, LinedDict):
+        return f"{source} line {parent.line_of(key)}"
+    return source
+
+
+MAX_NAME = 256
 
 
 def _string_list(value: Any, where: str, field: str) -> list[str]:
@@ -140,30 +282,55 @@ def _string_list(value: Any, where: str, field: str) -> list[str]:
     return value
 
 
-def _signers(value: Any, source: str, read_file: Callable[[str], bytes]) -> list[Signer]:
+def _field_where(source: str, item: LinedDict, key: str) -> str:
+    return f"{source} line {item.line_of(key)}"
+
+
+def _signers(
+    value: Any, where_list: str, source: str, read_file: Callable[[str], bytes]
+) -> list[Signer]:
     if not isinstance(value, list) or not value:
-        raise InputError(f"{source}: `signers` must be a non-empty list")
+        raise InputError(f"{where_list}: `signers` must be a non-empty list")
     signers: list[Signer] = []
     names: set[str] = set()
     for item in value:
+        if not isinstance(item, LinedDict):
+            raise InputError(f"{where_list}: each signer is a mapping with a `name`")
         where = _where(source, item)
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise InputError(f"{where}: each signer needs a `name`")
-        name = item["name"]
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"{_field_where(source, item, 'name')}: each signer needs a `name`")
+        if len(name) > MAX_NAME or not name.isprintable():
+            raise InputError(
+                f"{_field_where(source, item, 'name')}: a signer name is printable and at most "
+                f"{MAX_NAME} characters"
+            )
         if name in names:
             raise InputError(f"{where}: signer {name!r} appears twice")
         names.add(name)
-        unknown = set(item) - {"name", "roles", "ssh", "openpgp", "__line__"}
+        unknown = set(item) - {"name", "roles", "ssh", "openpgp"}
         if unknown:
-            raise InputError(f"{where}: signer {name!r} has unknown field {sorted(unknown)[0]!r}")
-        roles = _string_list(item.get("roles", [DEFAULT_ROLE]), where, "roles")
+            first = sorted(unknown)[0]
+            raise InputError(
+                f"{_field_where(source, item, first)}: signer {name!r} has unknown field {first!r}"
+            )
+        roles = _string_list(
+            item.get("roles", [DEFAULT_ROLE]), _field_where(source, item, "roles"), "roles"
+        )
+        if any(len(role) > MAX_NAME or not role.isprintable() for role in roles):
+            raise InputError(
+                f"{_field_where(source, item, 'roles')}: a role is printable and at most "
+                f"{MAX_NAME} characters"
+            )
+        ssh_where = where  # key errors name the signer, as they always have
         ssh = [
-            parse_public_key(line, where=f"{where} (signer {name!r} ssh key {i + 1})")
-            for i, line in enumerate(_string_list(item.get("ssh"), where, "ssh"))
+            parse_public_key(line, where=f"{ssh_where} (signer {name!r} ssh key {i + 1})")
+            for i, line in enumerate(_string_list(item.get("ssh"), ssh_where, "ssh"))
         ]
+        pgp_where = where
         openpgp = [
-            _openpgp_key(entry, f"{where} (signer {name!r} openpgp key {i + 1})", read_file)
-            for i, entry in enumerate(_string_list(item.get("openpgp"), where, "openpgp"))
+            _openpgp_key(entry, f"{pgp_where} (signer {name!r} openpgp key {i + 1})", read_file)
+            for i, entry in enumerate(_string_list(item.get("openpgp"), pgp_where, "openpgp"))
         ]
         if not ssh and not openpgp:
             raise InputError(f"{where}: signer {name!r} has no `ssh` or `openpgp` key")
@@ -176,20 +343,26 @@ def _openpgp_key(entry: str, where: str, read_file: Callable[[str], bytes]) -> O
         return load_openpgp_key(entry, where=where)
     try:
         data = read_file(entry)
-    except (OSError, KeyError, InputError):
+    except (OSError, KeyError, ValueError):
         raise InputError(f"{where}: key file {entry!r} not found beside the policy") from None
+    except InputError as exc:  # a FIFO, a device, too big, outside the repository: say which
+        raise InputError(f"{where}: key file {entry!r}: {exc.message}") from None
     return load_openpgp_key(data, where=f"{where} ({entry})")
 
 
-def _rules(value: Any, source: str, roles: set[str]) -> list[Rule]:
+def _rules(value: Any, where_list: str, source: str, roles: set[str]) -> list[Rule]:
     if not isinstance(value, list):
-        raise InputError(f"{source}: `rules` must be a list")
+        raise InputError(f"{where_list}: `rules` must be a list")
     rules: list[Rule] = []
     for item in value:
+        if not isinstance(item, LinedDict):
+            raise InputError(f"{where_list}: each rule is a mapping with `paths` and `require`")
         where = _where(source, item)
-        if not isinstance(item, dict):
-            raise InputError(f"{where}: each rule is a mapping with `paths` and `require`")
-        patterns = _string_list(item.get("paths"), where, "paths")
+        unknown = set(item) - {"paths", "require"}
+        if unknown:
+            first = sorted(unknown)[0]
+            raise InputError(f"{_field_where(source, item, first)}: unknown rule field {first!r}")
+        patterns = _string_list(item.get("paths"), _field_where(source, item, "paths"), "paths")
         require = item.get("require")
         if not patterns or not isinstance(require, str):
             raise InputError(f"{where}: each rule needs `paths` and a `require` role")
@@ -198,19 +371,26 @@ def _rules(value: Any, source: str, roles: set[str]) -> list[Rule]:
                 f"{where}: rule requires role {require!r}, which no signer holds",
                 hint="add the role to a signer, or fix the rule",
             )
-        spec = pathspec.PathSpec.from_lines("gitignore", patterns)
+        try:
+            spec = pathspec.PathSpec.from_lines("gitignore", patterns)
+        except (ValueError, TypeError) as exc:
+            raise InputError(
+                f"{_field_where(source, item, 'paths')}: not a gitignore-style pattern ({exc})"
+            ) from None
         rules.append(Rule(tuple(patterns), require, spec))
     return rules
 
 
 def _forge(
-    value: Any, source: str, read_file: Callable[[str], bytes]
+    value: Any, where: str, read_file: Callable[[str], bytes]
 ) -> tuple[str | None, list[OpenPgpKey]]:
     if value is None:
         return None, []
-    where = _where(source, value)
-    if not isinstance(value, dict):
+    if not isinstance(value, LinedDict):
         raise InputError(f"{where}: `forge` must be a mapping")
+    unknown = set(value) - {"github-web-flow", "openpgp"}
+    if unknown:
+        raise InputError(f"{where}: unknown forge field {sorted(unknown)[0]!r}")
     mode = value.get("github-web-flow")
     if mode is not None and mode not in FORGE_MODES:
         raise InputError(f"{where}: `github-web-flow` must be one of {', '.join(FORGE_MODES)}")

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from integrity.errors import InputError
 from integrity.openpgp import parse_sequoia_policy
 from integrity.policy import ADMIN_ROLE, DEFAULT_ROLE
 from integrity.sshsig import parse_allowed_signers
@@ -74,7 +75,11 @@ def from_sequoia_policy(text: str, *, source: str) -> Imported:
     """Each authorization becomes a signer with its keyring and the roles its rights map to."""
     imported = Imported({"version": 1, "signers": []})
     taken: set[str] = set()
-    for authorization in parse_sequoia_policy(text, source=source):
+    try:
+        authorizations = parse_sequoia_policy(text, source=source)
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise InputError(f"{source}: not valid TOML (nested too deeply)") from None
+    for authorization in authorizations:
         roles = sorted({SEQUOIA_ROLES[r] for r in authorization.rights if r in SEQUOIA_ROLES})
         dropped = sorted(authorization.rights - SEQUOIA_ROLES.keys())
         if dropped:

@@ -9,8 +9,9 @@ from pathlib import Path
 import yaml
 
 from integrity.errors import InputError
+from integrity.files import POLICY_LIMIT, read_regular
+from integrity.policy import load_policy_file
 from integrity.policy_import import Imported, from_allowed_signers, from_sequoia_policy
-from sealgate.commands.commits import policy_file
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +31,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_check(args: argparse.Namespace) -> int:
-    policy = policy_file(args.file)
+    policy = load_policy_file(args.file)
     print(f"{args.file}: valid policy (sha256 {policy.digest[:16]}…)")
     for signer in policy.signers:
         keys = [k.fingerprint for k in signer.ssh] + [k.fingerprint for k in signer.openpgp]
@@ -46,10 +47,12 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     path: Path = args.allowed_signers or args.openpgp_policy
+    what = "--allowed-signers" if args.allowed_signers else "--openpgp-policy"
+    data = read_regular(path, what=what, limit=POLICY_LIMIT)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} {path}: not UTF-8 text (byte {exc.start})") from None
     imported: Imported = (
         from_allowed_signers(text, source=str(path))
         if args.allowed_signers
