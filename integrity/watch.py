@@ -12,16 +12,27 @@ Choices, stated plainly:
   ignore rules are not consulted: ignored paths are exactly where an injected generated source
   or vendored dependency would hide, and `.git/info/exclude` or a global excludes file are not
   part of the signed commit. A tracked path is protected even when it matches `--outputs`.
-- An overflowed event queue is a failure: events were lost, so nothing can be proven.
+- Every tracked regular file also gets a watch on its inode: a directory watch does not see a
+  write made through a hard link that lives elsewhere (SUNSPOT through another path), the
+  inode watch does, and it sees `link()`/`unlink()` of another name as IN_ATTRIB. A tracked
+  file that already has more than one link is refused before the build runs (exit 1).
+- Submodule files count as tracked (at the commit their gitlink records); the parent
+  directories of the work tree are watched for being moved or removed.
+- The watch lasts until the final tree proof is done, so a change while it hashes is seen.
+- An overflowed event queue is a failure: events were lost, so nothing can be proven. Running
+  out of watches (`fs.inotify.max_user_watches`) before the build is a usage error (exit 2).
 - Out of reach of inotify: a path created and removed inside a new directory before its watch
-  was added (the directory itself is still reported), writes through another mount of the same
-  files, and processes the build leaves behind that act after the final tree proof.
+  was added (the directory itself is still reported), a mount placed over a tracked directory
+  and removed again (it needs CAP_SYS_ADMIN; the watched inodes are never touched), writes
+  through a shared memory mapping, and processes the build leaves behind that act after the
+  final tree proof.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 import subprocess
 import threading
 from collections.abc import Iterable, Sequence
@@ -35,7 +46,7 @@ from inotify_simple import INotify, flags  # type: ignore[import-untyped]
 
 from integrity.errors import InputError
 from integrity.gitobjects import git
-from integrity.tree import TreeReport, prove_tree, tracked_paths
+from integrity.tree import TreeReport, display_path, prove_tree, tracked_paths
 
 WATCH_MASK = (
     flags.MODIFY
@@ -50,6 +61,17 @@ WATCH_MASK = (
     | flags.ONLYDIR
     | flags.DONT_FOLLOW
 )
+#: On each tracked file's inode: writes and link-count changes through any name.
+FILE_MASK = (
+    flags.MODIFY
+    | flags.CLOSE_WRITE
+    | flags.ATTRIB
+    | flags.DELETE_SELF
+    | flags.MOVE_SELF
+    | flags.DONT_FOLLOW
+)
+#: On each parent directory of the work tree: only its own move or removal.
+ANCESTOR_MASK = flags.MOVE_SELF | flags.DELETE_SELF | flags.ONLYDIR | flags.DONT_FOLLOW
 
 #: Event flag -> the kind a violation reports, in the order they are looked at.
 _KINDS: tuple[tuple[int, str], ...] = (
@@ -82,7 +104,7 @@ class Violation:
     detail: str
 
     def line(self) -> str:
-        return f"TAMPERED {self.path}: {self.kind} at {self.time} ({self.detail})"
+        return f"TAMPERED {display_path(self.path)}: {self.kind} at {self.time} ({self.detail})"
 
 
 @dataclass(frozen=True)
@@ -92,6 +114,8 @@ class WatchReport:
     build_exit: int
     violations: list[Violation]
     tree: TreeReport
+    #: False when the build was refused before it started (a tracked file with hard links)
+    build_ran: bool = True
 
     @property
     def tampered(self) -> bool:
@@ -118,6 +142,8 @@ class _Watcher:
         self.outputs = pathspec.PathSpec.from_lines("gitignore", outputs)
         self.inotify: Any = INotify()
         self.paths: dict[int, str] = {}  # watch descriptor -> directory, "" is the root
+        self.files: dict[int, str] = {}  # watch descriptor -> tracked file (its inode)
+        self.ancestors: dict[int, Path] = {}  # watch descriptor -> a parent of the work tree
         self.root_wd = -1
         self.found: dict[tuple[str, str], Violation] = {}
 
@@ -162,6 +188,54 @@ class _Watcher:
                 if is_dir:
                     stack.append(path)
 
+    def _add(self, absolute: Path, mask: int) -> int:
+        """One watch before the build; running out of watches is a usage error naming the fix."""
+        try:
+            return int(self.inotify.add_watch(absolute, mask))
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise InputError(
+                    f"cannot watch {absolute}: inotify watch limit reached",
+                    hint="raise fs.inotify.max_user_watches",
+                ) from None
+            raise InputError(f"cannot watch {absolute}: {exc.strerror}") from None
+
+    def watch_files(self) -> None:
+        """An inode watch on every tracked regular file, so writes through any link are seen."""
+        for path in sorted(self.tracked):
+            absolute = self.root / path
+            try:
+                info = absolute.lstat()
+            except OSError:
+                continue  # missing: the tree proof names it
+            if stat.S_ISREG(info.st_mode):
+                self.files[self._add(absolute, FILE_MASK)] = path
+
+    def watch_ancestors(self) -> None:
+        """The work tree's parents: moving one away and back swaps the tree a build sees by path."""
+        for parent in self.root.parents:
+            self.ancestors[self._add(parent, ANCESTOR_MASK)] = parent
+
+    def hard_links(self) -> list[Violation]:
+        """Tracked files with more than one name: a write through the other one is invisible to
+        the directory watches, so they are refused before the build."""
+        found: list[Violation] = []
+        for path in sorted(self.files.values()):
+            try:
+                links = (self.root / path).lstat().st_nlink
+            except OSError:
+                continue
+            if links > 1:
+                found.append(
+                    Violation(
+                        path,
+                        "hard-link",
+                        _now(),
+                        f"has {links} hard links; a write through another link would not be seen",
+                    )
+                )
+        return found
+
     def _detach(self, relative: str) -> None:
         """A directory moved away: its watches stay on the inode, not on the old path, so
         forget their paths until (and unless) it is moved back in under a new name."""
@@ -180,6 +254,19 @@ class _Watcher:
                 continue
             if mask & flags.IGNORED:
                 self.paths.pop(event.wd, None)
+                self.files.pop(event.wd, None)
+                continue
+            if event.wd in self.files:
+                self._file_event(self.files[event.wd], mask)
+                continue
+            if event.wd in self.ancestors:
+                if mask & (flags.MOVE_SELF | flags.DELETE_SELF):
+                    kind = "delete-self" if mask & flags.DELETE_SELF else "move-self"
+                    self._record(
+                        str(self.ancestors[event.wd]),
+                        kind,
+                        "a parent directory of the work tree was moved or removed during build",
+                    )
                 continue
             directory = self.paths.get(event.wd)
             if directory is None:
@@ -200,6 +287,24 @@ class _Watcher:
                 self._detach(path)
             if is_dir and mask & (flags.CREATE | flags.MOVED_TO):
                 self.watch_tree(path, scan=True)
+
+    def _file_event(self, path: str, mask: int) -> None:
+        """An event on a tracked file's inode, whichever name it came through."""
+        for flag, kind in _KINDS:
+            if mask & flag:
+                self._record(path, kind, "tracked source changed during build (seen on its inode)")
+        if mask & flags.ATTRIB:
+            try:
+                links = (self.root / path).lstat().st_nlink
+            except OSError:
+                return
+            if links != 1:
+                self._record(
+                    path,
+                    "hard-link",
+                    f"link count became {links} during build; a write through another link "
+                    "would not be seen by the directory watches",
+                )
 
     def judge(self, path: str, kind: str, *, is_dir: bool) -> None:
         """Record the event if it touches a tracked path or makes an unexpected new one."""
@@ -270,19 +375,26 @@ def watch_build(
     outputs: Sequence[str] = (),
     commit: str = "HEAD",
     stdout: IO[Any] | int | None = None,
+    submodules: str = "prove",
 ) -> WatchReport:
     """Run `command` in `repo` under an inotify watch of the work tree, then prove the tree.
 
     `commit` is resolved to its id once, before the build, so a build that moves HEAD or a
     branch cannot change what the tree is compared with. `stdout` redirects the build's
-    standard output (the CLI sends it to stderr when stdout carries JSON).
+    standard output (the CLI sends it to stderr when stdout carries JSON). A tracked file with
+    more than one hard link is refused before the build: it is not run, the report says why.
     """
     if not command:
         raise InputError("no build command given (sealgate watch ... -- BUILD COMMAND)")
     root, oid, expected_tree = _work_tree(repo, commit)
-    watcher = _Watcher(root, tracked_paths(root, oid), outputs)
+    watcher = _Watcher(root, tracked_paths(root, oid, submodules=submodules == "prove"), outputs)
+    returncode = 0
+    ran = False
     try:
         watcher.watch_tree("", scan=False)
+        watcher.watch_files()
+        watcher.watch_ancestors()
+        refused = watcher.hard_links()  # after the inode watches: a later link() is an event
         stop = threading.Event()
         failure: list[BaseException] = []
         reader = threading.Thread(
@@ -290,18 +402,11 @@ def watch_build(
         )
         reader.start()
         try:
-            try:
-                build = subprocess.Popen(list(command), cwd=repo, stdout=stdout)  # noqa: S603 - the user's build
-            except FileNotFoundError:
-                raise InputError(f"build command not found: {command[0]}") from None
-            except PermissionError:
-                raise InputError(f"build command not executable: {command[0]}") from None
-            try:
-                returncode = build.wait()
-            finally:
-                if build.poll() is None:
-                    build.terminate()
-                    build.wait()
+            if not refused:
+                returncode = _run_build(repo, command, stdout)
+                ran = True
+            # still watched: a change while the tree is hashed is seen
+            tree = prove_tree(root, oid, allow_untracked=outputs, submodules=submodules)
         finally:
             stop.set()
             reader.join()
@@ -309,8 +414,7 @@ def watch_build(
             raise failure[0]
     finally:
         watcher.close()
-    tree = prove_tree(root, oid, allow_untracked=outputs)
-    violations = list(watcher.found.values())
+    violations = refused + [v for v in watcher.found.values()]
     if tree.expected_tree != expected_tree:
         violations.append(
             Violation(
@@ -321,4 +425,19 @@ def watch_build(
                 f"{expected_tree[:12]} before",
             )
         )
-    return WatchReport(_exit_status(returncode), violations, tree)
+    return WatchReport(_exit_status(returncode), violations, tree, build_ran=ran)
+
+
+def _run_build(repo: Path, command: Sequence[str], stdout: IO[Any] | int | None) -> int:
+    try:
+        build = subprocess.Popen(list(command), cwd=repo, stdout=stdout)  # noqa: S603 - the user's build
+    except FileNotFoundError:
+        raise InputError(f"build command not found: {command[0]}") from None
+    except PermissionError:
+        raise InputError(f"build command not executable: {command[0]}") from None
+    try:
+        return build.wait()
+    finally:
+        if build.poll() is None:
+            build.terminate()
+            build.wait()

@@ -2,7 +2,7 @@
 
 A source swapped during the build and restored afterwards (SUNSPOT) passes the tree proof;
 the watch sees the writes. Exit: the build's own status if it failed, else 1 for tampering
-(a violation or a tree difference), else 0.
+(a violation or a tree difference; a tracked file with hard links refuses the build), else 0.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from integrity.errors import InputError
+from integrity.tree import SUBMODULE_MODES, display_path
 from integrity.watch import WatchReport, watch_build
 from sealgate.attest import (
     add_attest_options,
@@ -28,9 +29,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "watch",
         help="run the build and prove no tracked source was touched while it ran",
         description="Watches every directory of the work tree with inotify from before the "
-        "build starts until it exits; any write, rename, delete, attribute change or "
+        "build starts until it exits, and every tracked file's inode (writes through a hard "
+        "link elsewhere); any write, rename, delete, attribute or link-count change or "
         "re-creation of a tracked path, or a new untracked path outside --outputs, is "
-        "tampering. The tree is proven against the commit afterwards.",
+        "tampering. A tracked file with more than one hard link refuses the build (exit 1). "
+        "The tree is proven against the commit afterwards.",
         usage="%(prog)s [--repo DIR] [--commit REV] [--outputs GLOB ...] [--json] "
         "-- BUILD COMMAND...",
     )
@@ -44,6 +47,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="GLOB",
         help="gitignore-style patterns of untracked paths the build may create (repeatable); "
         "git's ignore rules are not an allow-list here",
+    )
+    parser.add_argument(
+        "--submodules",
+        choices=SUBMODULE_MODES,
+        default="prove",
+        help="prove (default): submodule files are watched and proven at the commit their "
+        "gitlink records; refuse: any submodule fails the final tree proof",
     )
     parser.add_argument(
         "--json",
@@ -77,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         outputs=args.outputs,
         commit=args.commit,
         stdout=sys.stderr.fileno() if args.json else None,
+        submodules=args.submodules,
     )
     tree = report.tree
     if args.json:
@@ -84,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "build": command,
                 "build_exit": report.build_exit,
+                "build_ran": report.build_ran,
                 "ok": report.ok,
                 "tampered": report.tampered,
                 "outputs": list(args.outputs),
@@ -107,9 +119,13 @@ def run(args: argparse.Namespace) -> int:
         for violation in report.violations:
             print(violation.line())
         for difference in tree.differences:
-            print(f"TREE {difference.path}: {difference.kind} ({difference.detail})")
+            print(f"TREE {display_path(difference.path)}: {difference.kind} ({difference.detail})")
         build = (
-            "build succeeded" if report.build_exit == 0 else f"build FAILED ({report.build_exit})"
+            "build NOT RUN (refused before it started)"
+            if not report.build_ran
+            else "build succeeded"
+            if report.build_exit == 0
+            else f"build FAILED ({report.build_exit})"
         )
         proof = (
             f"tree matches {tree.commit[:12]}"
