@@ -3,12 +3,14 @@ a signed commit or tag into signature and payload exactly as git does it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from integrity.errors import InputError
+from integrity.errors import InputError, SignatureError
 
 SIGNATURE_HEADERS = {"sha1": b"gpgsig", "sha256": b"gpgsig-sha256"}
 _TAG_SIGNATURE_STARTS = (
@@ -18,18 +20,101 @@ _TAG_SIGNATURE_STARTS = (
 )
 
 
+#: Environment variables that point git at other objects, refs, parents or config than the
+#: repository named by --repo: dropped from every git process Sealgate starts.
+_DROPPED_ENV = frozenset({
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_NAMESPACE",
+    "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_REPLACE_REF_BASE",
+    "GIT_GRAFT_FILE", "GIT_SHALLOW_FILE", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT", "GIT_EXTERNAL_DIFF", "GIT_DIFF_OPTS", "GIT_PAGER", "GIT_EDITOR",
+    "GIT_SSH", "GIT_SSH_COMMAND", "GIT_ASKPASS", "GIT_QUARANTINE_PATH",
+})  # fmt: skip
+_DROPPED_PREFIXES = ("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_", "GIT_TRACE")
+#: `-c` settings that beat the repository's own config: nothing it says may run a program,
+#: read other parents than the commits' own, or change the format of what we parse.
+SAFE_CONFIG = (
+    "core.fsmonitor=false",
+    "core.hooksPath=/dev/null",
+    "core.commitGraph=false",
+    "core.pager=cat",
+    "core.quotePath=true",
+    "core.untrackedCache=false",
+    "diff.external=",
+    "log.showSignature=false",
+    "gpg.program=false",
+    "gpg.ssh.program=false",
+    "gpg.x509.program=false",
+    "color.ui=false",
+    "advice.graftFileDeprecated=false",
+)
+SHALLOW_MESSAGE = "shallow clone: fetch the full range (fetch-depth: 0)"
+
+
+def git_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every git process: the caller's, minus what redirects git, with
+    replace refs switched off (GIT_NO_REPLACE_OBJECTS)."""
+    env = {
+        name: value
+        for name, value in (os.environ if base is None else base).items()
+        if name not in _DROPPED_ENV and not name.startswith(_DROPPED_PREFIXES)
+    }
+    env.update(GIT_NO_REPLACE_OBJECTS="1", GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0")
+    return env
+
+
+def git_argv(repo: Path | None, *args: str) -> list[str]:
+    """`git [-C repo] --no-replace-objects -c SAFE... args`: the one way Sealgate runs git."""
+    argv = ["git", *(["-C", str(repo)] if repo is not None else []), "--no-replace-objects"]
+    for setting in SAFE_CONFIG:
+        argv += ["-c", setting]
+    return [*argv, *args]
+
+
 def git(repo: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
     """Run one git command; a failure is a usage error naming the command."""
     result = subprocess.run(  # noqa: S603 - git with our own arguments
-        ["git", "-C", str(repo), *args],  # noqa: S607 - git from PATH, as users run it
+        git_argv(repo, *args),
         input=input_bytes,
         capture_output=True,
         check=False,
+        env=git_env(),
+        stdin=None if input_bytes is not None else subprocess.DEVNULL,
     )
     if result.returncode != 0:
         message = result.stderr.decode(errors="replace").strip().splitlines()
         raise InputError(f"git {' '.join(args)}: {message[-1] if message else 'failed'}")
     return result.stdout
+
+
+def git_path(repo: Path, name: str) -> Path:
+    """Where git keeps `name` (info/grafts, shallow) for this repository, worktrees included."""
+    return repo / git(repo, "rev-parse", "--git-path", name).decode().rstrip("\n")
+
+
+def refuse_grafts(repo: Path) -> None:
+    """A graft file rewrites parents for every git command (replace refs we switch off)."""
+    if git_path(repo, "info/grafts").exists():
+        raise InputError(f"{repo}: .git/info/grafts rewrites history; remove it")
+
+
+def shallow_commits(repo: Path) -> frozenset[str]:
+    """The commits whose parents this (shallow) clone lacks; empty for a full clone."""
+    path = git_path(repo, "shallow")
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return frozenset()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    return frozenset(text.decode(errors="replace").split())
+
+
+class MalformedObjectError(SignatureError):
+    """A commit, tree or tag that git would parse differently (or fsck refuses): never judged."""
+
+    def __init__(self, oid: str, detail: str) -> None:
+        super().__init__(f"malformed {detail}")
+        self.oid = oid
 
 
 @dataclass(frozen=True)
@@ -96,6 +181,42 @@ def split_tag(raw: bytes) -> SignedObject:
 
 
 @dataclass(frozen=True)
+class Tag:
+    oid: str
+    target: str
+    target_type: str
+    name: str
+    tagger: str
+
+
+def parse_tag(oid: str, raw: bytes) -> Tag:
+    """A tag object as git reads it: `object`, `type`, `tag` in that order, at most one
+    `tagger`; anything else is refused (MalformedObjectError)."""
+    header = raw.partition(b"\n\n")[0]
+    lines = header.split(b"\n")
+    names = (b"object ", b"type ", b"tag ")
+    if (
+        b"\0" in header
+        or len(lines) < 3
+        or not all(line.startswith(name) for line, name in zip(lines, names, strict=False))
+    ):
+        raise MalformedObjectError(oid, "tag object (`object`, `type`, `tag` must come first)")
+    target = _object_id(lines[0][7:], len(oid))
+    if target is None:
+        raise MalformedObjectError(oid, "tag object (bad object id)")
+    tagger = ""
+    for line in lines[3:]:
+        if line.startswith(names):
+            raise MalformedObjectError(oid, "tag object (a repeated header)")
+        if line.startswith(b"tagger "):
+            if tagger:
+                raise MalformedObjectError(oid, "tag object (two `tagger` lines)")
+            tagger = line[7:].decode(errors="replace").rsplit(" ", 2)[0] or "?"
+    name = lines[2][4:].decode(errors="surrogateescape")
+    return Tag(oid, target, lines[1][5:].decode(errors="replace"), name, tagger)
+
+
+@dataclass(frozen=True)
 class Commit:
     oid: str
     raw: bytes
@@ -105,20 +226,58 @@ class Commit:
     subject: str
 
 
+_HEX = frozenset(b"0123456789abcdef")
+
+
+def _object_id(value: bytes, size: int) -> str | None:
+    return value.decode() if len(value) == size and not set(value) - _HEX else None
+
+
 def parse_commit(oid: str, raw: bytes) -> Commit:
-    header, _, message = raw.partition(b"\n\n")
-    tree = ""
+    """Split a commit as git (and fsck) read it, or refuse it: exactly one `tree` first, the
+    `parent` lines right after, then one `author` and one `committer` (MalformedObjectError)."""
+    size = len(oid)
+
+    def bad(detail: str) -> MalformedObjectError:
+        return MalformedObjectError(oid, f"commit object ({detail})")
+
+    header, separator, message = raw.partition(b"\n\n")
+    if not separator and raw.endswith(b"\n"):
+        header = raw[:-1]
+    if b"\0" in header:
+        raise bad("NUL byte in the header")
+    lines = header.split(b"\n")
+    if not lines[0].startswith(b"tree "):
+        raise bad("the first line is not `tree`")
+    tree = _object_id(lines[0][5:], size)
+    if tree is None:
+        raise bad("bad tree id")
     parents: list[str] = []
-    author = ""
-    for line in header.split(b"\n"):
-        if line.startswith(b"tree "):
-            tree = line[5:].decode()
-        elif line.startswith(b"parent "):
-            parents.append(line[7:].decode())
-        elif line.startswith(b"author "):
-            author = line[7:].decode(errors="replace").rsplit(" ", 2)[0]
+    index = 1
+    while index < len(lines) and lines[index].startswith(b"parent "):
+        parent = _object_id(lines[index][7:], size)
+        if parent is None:
+            raise bad(f"bad parent id on line {index + 1}")
+        if parent in parents:
+            raise bad(f"duplicate parent {parent}")
+        parents.append(parent)
+        index += 1
+    if index >= len(lines) or not lines[index].startswith(b"author "):
+        raise bad("`author` must follow the parents")
+    author = lines[index][7:].decode(errors="replace").rsplit(" ", 2)[0]
+    if index + 1 >= len(lines) or not lines[index + 1].startswith(b"committer "):
+        raise bad("`committer` must follow `author`")
+    for number, line in enumerate(lines[index + 2 :], start=index + 3):
+        if line.startswith((b"tree ", b"parent ", b"author ", b"committer ")):
+            raise bad(f"a second `{line.split(b' ', 1)[0].decode()}` line (line {number})")
     subject = message.split(b"\n", 1)[0].decode(errors="replace")
     return Commit(oid, raw, tree, tuple(parents), author, subject)
+
+
+TREE_MODE = 0o040000
+_DRAIN = 1 << 16
+#: The parsed trees kept for diffing a range: consecutive commits share most of theirs.
+_TREE_CACHE = 4096
 
 
 @dataclass
@@ -127,25 +286,52 @@ class ObjectReader:
 
     repo: Path
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _trees: dict[str, dict[bytes, tuple[int, str]]] = field(default_factory=dict, init=False)
 
-    def read(self, oid: str) -> tuple[str, bytes]:
+    def read(
+        self, oid: str, *, limit: int | None = None, what: str = "object"
+    ) -> tuple[str, bytes]:
+        """(type, bytes) of one object; an object over `limit` is refused by its announced size
+        and skipped, never held in memory."""
         if self._process is None:
-            self._process = subprocess.Popen(  # noqa: S603
-                ["git", "-C", str(self.repo), "cat-file", "--batch"],  # noqa: S607
+            self._process = subprocess.Popen(  # noqa: S603 - git with our own arguments
+                git_argv(self.repo, "cat-file", "--batch"),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                env=git_env(),
             )
         process = self._process
         assert process.stdin is not None and process.stdout is not None  # noqa: S101 - PIPEs
+        if not oid or not set(oid.encode()) <= _HEX:
+            raise InputError(f"{self.repo}: {oid!r} is not an object id")
         process.stdin.write(oid.encode() + b"\n")
         process.stdin.flush()
         header = process.stdout.readline().split()
-        if len(header) != 3:
+        if len(header) != 3 or not header[2].isdigit():
             raise InputError(f"{self.repo}: object {oid} is missing")
         kind, size = header[1].decode(), int(header[2])
+        if limit is not None and size > limit:
+            remaining = size + 1
+            while remaining:
+                remaining -= len(process.stdout.read(min(remaining, _DRAIN))) or remaining
+            raise InputError(f"{what} {oid[:12]}: {size} bytes, more than the {limit} allowed")
         data = process.stdout.read(size)
         process.stdout.read(1)  # the newline after each object
         return kind, data
+
+    def tree(self, oid: str) -> dict[bytes, tuple[int, str]]:
+        """name -> (mode, id) of one tree object, names as raw bytes; refused when fsck would."""
+        cached = self._trees.get(oid)
+        if cached is not None:
+            return cached
+        kind, data = self.read(oid)
+        if kind != "tree":
+            raise MalformedObjectError(oid, f"tree {oid} (a {kind})")
+        entries = parse_tree(oid, data)
+        if len(self._trees) >= _TREE_CACHE:
+            self._trees.clear()
+        self._trees[oid] = entries
+        return entries
 
     def tree_entry(self, tree: str, path: str) -> str | None:
         """The object id at `path` below `tree`, or None when there is nothing there."""
@@ -160,12 +346,37 @@ class ObjectReader:
             current = found
         return current
 
+    def changed_paths(self, new: str | None, old: str | None) -> set[str]:
+        """Every path whose mode or content differs between two trees (None: the empty tree),
+        read from the tree objects themselves: no output format a file name could confuse.
+        Names are decoded with surrogateescape, so odd bytes never merge two paths."""
+        changed: set[bytes] = set()
+        self._diff(new, old, b"", changed)
+        return {path.decode("utf-8", "surrogateescape") for path in changed}
+
+    def _diff(self, new: str | None, old: str | None, prefix: bytes, out: set[bytes]) -> None:
+        if new == old:
+            return
+        new_entries = self.tree(new) if new is not None else {}
+        old_entries = self.tree(old) if old is not None else {}
+        for name in new_entries.keys() | old_entries.keys():
+            a, b = new_entries.get(name), old_entries.get(name)
+            if a == b:
+                continue
+            path = prefix + name
+            out.add(path)
+            a_tree = a[1] if a is not None and a[0] & 0o170000 == TREE_MODE else None
+            b_tree = b[1] if b is not None and b[0] & 0o170000 == TREE_MODE else None
+            if a_tree is not None or b_tree is not None:
+                self._diff(a_tree, b_tree, path + b"/", out)
+
     def close(self) -> None:
         if self._process is not None:
             if self._process.stdin is not None:
                 self._process.stdin.close()
             self._process.wait()
             self._process = None
+        self._trees.clear()
 
     def __enter__(self) -> ObjectReader:
         return self
@@ -177,6 +388,35 @@ class ObjectReader:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+_BAD_NAMES = frozenset({b"", b".", b".."})
+
+
+def parse_tree(oid: str, data: bytes) -> dict[bytes, tuple[int, str]]:
+    """The entries of a tree object; a name git could not check out (empty, `.`, `..`, `.git`,
+    holding `/`), a duplicate name or a cut entry makes the tree malformed."""
+    size = 20 if len(oid) == 40 else 32
+    entries: dict[bytes, tuple[int, str]] = {}
+    position = 0
+    try:
+        while position < len(data):
+            space = data.index(b" ", position)
+            nul = data.index(b"\0", space)
+            mode, name = data[position:space], data[space + 1 : nul]
+            raw_id = data[nul + 1 : nul + 1 + size]
+            if len(raw_id) != size or not mode or set(mode) - set(b"01234567"):
+                raise ValueError("a cut entry")
+            if name in _BAD_NAMES or b"/" in name or name.lower() == b".git":
+                raise ValueError(f"entry name {name!r}")
+            if name in entries:
+                raise ValueError(f"duplicate entry {name!r}")
+            # a zero-padded mode is still the same mode to git (and must not hide a subtree)
+            entries[name] = (int(mode, 8) & 0o170000 | int(mode, 8) & 0o111, raw_id.hex())
+            position = nul + 1 + size
+    except ValueError as exc:
+        raise MalformedObjectError(oid, f"tree object {oid} ({exc})") from None
+    return entries
 
 
 def _find_in_tree(data: bytes, name: bytes, oid_size: int) -> str | None:

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from integrity.archive_diff import explain, run_diffoscope
 from integrity.errors import InputError, IntegrityError
+from integrity.gitobjects import git_argv, git_env
 
 #: Set by the rebuild itself; `pass_env` cannot override them.
 NORMALISED = ("SOURCE_DATE_EPOCH", "TZ", "LC_ALL", "LANG", "PYTHONHASHSEED", "HOME", "PATH")
@@ -359,11 +360,12 @@ def _git(cwd: Path, *args: str) -> str:
 def _run_git(cwd: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(  # noqa: S603 - fixed program, arguments as a list
-            ["git", *(["-C", str(cwd)] if cwd is not None else []), *args],  # noqa: S607
+            git_argv(cwd, *args),  # the one door: no replace refs, no repo-set programs
             capture_output=True,
             text=True,
             check=False,
             stdin=subprocess.DEVNULL,
+            env=git_env(),
         )
     except FileNotFoundError:
         raise RebuildError("git is not installed (or not on PATH)") from None
