@@ -24,21 +24,29 @@ from integrity.errors import (
     UnknownKeyError,
     UnsupportedSignatureError,
 )
+from integrity.files import KEY_FILE_LIMIT, POLICY_LIMIT
 from integrity.gitobjects import (
+    SHALLOW_MESSAGE,
+    Commit,
+    MalformedObjectError,
     ObjectReader,
     SignedObject,
     git,
     parse_commit,
+    parse_tag,
+    refuse_grafts,
+    shallow_commits,
     split_commit,
     split_tag,
 )
 from integrity.openpgp import OpenPgpKey
-from integrity.policy import ADMIN_ROLE, POLICY_PATH, Policy, Signer, load_policy
+from integrity.policy import ADMIN_ROLE, DEFAULT_ROLE, POLICY_PATH, Policy, Signer, load_policy
 from integrity.sshsig import SshPublicKey, verify_sshsig
 
 _SSH = b"-----BEGIN SSH SIGNATURE-----"
 _PGP = b"-----BEGIN PGP SIGNATURE-----"
-CACHE_FILE = "sealgate/commit-verdicts.json"
+CACHE_FILE = "sealgate/commit-verdicts-v2.json"  # v2: merges judged against every parent
+POLICY_DIR = posixpath.dirname(POLICY_PATH)
 
 
 @dataclass(frozen=True)
@@ -74,64 +82,98 @@ class Repository:
         if not path.is_dir():
             raise InputError(f"--repo {path}: no such directory")
         self.git_dir = Path(git(path, "rev-parse", "--absolute-git-dir").decode().strip())
+        refuse_grafts(path)
         self.object_format = git(path, "rev-parse", "--show-object-format").decode().strip()
+        self.shallow = shallow_commits(path)
         self.reader = ObjectReader(path)
+        self._trees: dict[str, str] = {}
 
     def resolve(self, rev: str, kind: str = "commit") -> str:
+        if not rev or rev.startswith("-"):
+            raise InputError(f"{rev!r} is not a revision")
         try:
             return (
-                git(self.path, "rev-parse", "--verify", "--quiet", f"{rev}^{{{kind}}}")
+                git(self.path, "rev-parse", "--verify", "--quiet", "--end-of-options",
+                    f"{rev}^{{{kind}}}")
                 .decode()
                 .strip()
-            )
+            )  # fmt: skip
         except InputError:
+            if self.shallow:
+                raise InputError(
+                    f"{rev!r} does not resolve in this shallow clone: {SHALLOW_MESSAGE}"
+                ) from None
             raise InputError(f"{rev!r} does not resolve to a {kind} in {self.path}") from None
+
+    def commit(self, oid: str) -> Commit:
+        """A commit object, parsed strictly (MalformedObjectError when git would read it
+        differently); its tree id is remembered for diffing its children."""
+        kind, raw = self.reader.read(oid)
+        if kind != "commit":
+            raise InputError(f"{oid} is a {kind}, not a commit")
+        commit = parse_commit(oid, raw)
+        self._trees[oid] = commit.tree
+        return commit
+
+    def tree_of(self, oid: str) -> str:
+        tree = self._trees.get(oid)
+        return tree if tree is not None else self.commit(oid).tree
+
+    def policy_entry(self, tree: str | None) -> tuple[int, str] | None:
+        """The `.sealgate` entry (mode, id) of a tree: a commit whose entry differs from a
+        parent's changes the policy or its key files."""
+        if tree is None:
+            return None
+        return self.reader.tree(tree).get(POLICY_DIR.encode())
 
     def policy_at(self, commit_oid: str) -> Policy:
         """The policy file of a revision, its key files read from the same revision."""
-        _, raw = self.reader.read(commit_oid)
-        tree = parse_commit(commit_oid, raw).tree
+        tree = self.tree_of(commit_oid)
         blob = self.reader.tree_entry(tree, POLICY_PATH)
         if blob is None:
             raise InputError(
                 f"{commit_oid[:12]} has no {POLICY_PATH}",
                 hint="commit a policy on the base revision, or pass --policy FILE",
             )
+        source = f"{POLICY_PATH}@{commit_oid[:12]}"
         return load_policy(
-            self.reader.read(blob)[1],
-            source=f"{POLICY_PATH}@{commit_oid[:12]}",
+            self._blob(blob, source, POLICY_LIMIT),
+            source=source,
             read_file=lambda rel: self._read_beside_policy(tree, rel),
         )
 
+    def _blob(self, oid: str, what: str, limit: int) -> bytes:
+        kind, data = self.reader.read(oid, limit=limit, what=what)
+        if kind != "blob":
+            raise InputError(f"{what}: a {kind}, not a file")
+        return data
+
     def _read_beside_policy(self, tree: str, relative: str) -> bytes:
-        path = posixpath.normpath(posixpath.join(posixpath.dirname(POLICY_PATH), relative))
-        if path.startswith("../") or posixpath.isabs(relative):
-            raise InputError(f"key file {relative!r} is outside the repository")
+        path = posixpath.normpath(posixpath.join(POLICY_DIR, relative))
+        if posixpath.isabs(relative) or not path.startswith(POLICY_DIR + "/"):
+            raise InputError(f"key file {relative!r} is outside {POLICY_DIR}/")
         blob = self.reader.tree_entry(tree, path)
         if blob is None:
             raise InputError(f"key file {relative!r} not in the revision")
-        return self.reader.read(blob)[1]
+        return self._blob(blob, f"key file {path}", KEY_FILE_LIMIT)
 
-    def changed_paths(self, range_spec: str) -> dict[str, list[str]]:
-        """Paths each commit changes against its first parent, for the whole range in one run."""
-        out = git(
-            self.path, "log", "-z", "--format=%x01%H", "--raw", "--no-renames",
-            "--diff-merges=first-parent", range_spec,
-        )  # fmt: skip
-        changed: dict[str, list[str]] = {}
-        for chunk in out.split(b"\x01")[1:]:
-            oid, _, rest = chunk.partition(b"\0")
-            fields = rest.lstrip(b"\n").split(b"\0")
-            changed[oid.decode()] = [
-                fields[i + 1].decode(errors="surrogateescape")
-                for i in range(0, len(fields) - 1, 2)
-                if fields[i].startswith(b":")
-            ]
+    def changed_paths(self, commit: Commit) -> set[str]:
+        """The paths a commit changes against EACH of its parents (the union; a root commit
+        against the empty tree), diffed from the tree objects themselves."""
+        if not commit.parents:
+            return self.reader.changed_paths(commit.tree, None)
+        changed: set[str] = set()
+        for parent in commit.parents:
+            changed |= self.reader.changed_paths(commit.tree, self.tree_of(parent))
         return changed
 
 
 class CommitChecker:
-    """Judges the commits of a range under the policy of its trusted base, following the graph."""
+    """Judges the commits of a range under the policy of its trusted base, following the graph.
+
+    A merge is judged under the policy in force on EVERY parent's line (sequoia-git accepts it
+    when any parent's policy does; we choose the stricter rule on purpose).
+    """
 
     def __init__(
         self, repo: Repository, base_policy: Policy, *, fixed_policy: bool = False
@@ -145,22 +187,22 @@ class CommitChecker:
         self, base: str, head: str, *, cache: dict[str, dict[str, object]] | None
     ) -> list[Verdict]:
         base_oid, head_oid = self.repo.resolve(base), self.repo.resolve(head)
-        range_spec = f"{base_oid}..{head_oid}"
         listing = git(
-            self.repo.path, "rev-list", "--topo-order", "--reverse", "--parents", range_spec
-        )
-        changed = self.repo.changed_paths(range_spec)
+            self.repo.path, "rev-list", "--topo-order", "--reverse", "--parents",
+            head_oid, f"^{base_oid}", "--",
+        )  # fmt: skip
         entries = [line.split() for line in listing.decode().splitlines()]
+        for oid, *_ in entries:
+            if oid in self.repo.shallow:
+                raise InputError(f"commit {oid}: {SHALLOW_MESSAGE}")
         cached_oids = {key.partition(":")[0] for key in cache or {}}
         with SshPrecheck(self.repo, [e[0] for e in entries if e[0] not in cached_oids]) as ssh:
             self._ssh = ssh
             states: dict[str, PolicyState] = {}
             verdicts: list[Verdict] = []
             for oid, *parents in entries:
-                state = states.get(parents[0], self.base) if parents else self.base
-                verdict, new_state = self._check_commit(
-                    oid, parents, state, changed.get(oid, []), cache
-                )
+                parent_states = [states.get(p, self.base) for p in parents] or [self.base]
+                verdict, new_state = self._check_commit(oid, parents, parent_states, cache)
                 states[oid] = new_state
                 verdicts.append(verdict)
         self._ssh = None
@@ -169,39 +211,72 @@ class CommitChecker:
     def _check_commit(
         self,
         oid: str,
-        parents: list[str],
-        state: PolicyState,
-        paths: list[str],
+        listed_parents: list[str],
+        parent_states: list[PolicyState],
         cache: dict[str, dict[str, object]] | None,
     ) -> tuple[Verdict, PolicyState]:
-        _, raw = self.repo.reader.read(oid)
-        commit = parse_commit(oid, raw)
-        policy_changed = POLICY_PATH in paths or any(
-            p.startswith(posixpath.dirname(POLICY_PATH) + "/") for p in paths
-        )
-        key = f"{oid}:{state.policy.digest}"
+        first = parent_states[0]
+        try:
+            commit = self.repo.commit(oid)
+        except MalformedObjectError as exc:
+            return Verdict(oid, "", "", False, exc.message, None, first.policy.digest), first
+        if list(commit.parents) != listed_parents:
+            raise InputError(f"commit {oid}: git lists other parents than the object holds")
+        distinct = list({state.policy.digest: state for state in parent_states}.values())
+        key = f"{oid}:{'+'.join(state.policy.digest for state in distinct)}"
         verdict = _cached(cache, key, commit.author, commit.subject)
-        if verdict is None:
-            signed = split_commit(raw, self.repo.object_format)
+        try:
+            own = self.repo.policy_entry(commit.tree)
+            parent_trees: list[str | None] = [self.repo.tree_of(p) for p in commit.parents]
+            parent_trees = parent_trees or [None]
+            policy_changed = any(self.repo.policy_entry(t) != own for t in parent_trees)
+            if verdict is None:
+                verdict = self._judge_everywhere(commit, distinct, policy_changed)
+        except MalformedObjectError as exc:
+            verdict = Verdict(oid, commit.author, commit.subject, False, exc.message, None,
+                              first.policy.digest)  # fmt: skip
+            policy_changed = False
+        if cache is not None:
+            cache[key] = asdict(verdict)
+        if not verdict.ok or self.fixed_policy:
+            return verdict, first if not self.fixed_policy else self.base
+        if not policy_changed and len(distinct) == 1:
+            return verdict, first
+        try:
+            policy = self.repo.policy_at(oid)
+        except InputError as exc:
+            verdict = Verdict(oid, commit.author, commit.subject, False,
+                              f"the policy it commits is unusable: {exc.message}", verdict.signer,
+                              first.policy.digest)  # fmt: skip
+            if cache is not None:
+                cache[key] = asdict(verdict)
+            return verdict, first
+        for state in parent_states:  # the same policy as a parent's: keep that line's history
+            if state.policy.digest == policy.digest:
+                return verdict, state
+        return verdict, PolicyState(policy, oid, first)
+
+    def _judge_everywhere(
+        self, commit: Commit, states: list[PolicyState], policy_changed: bool
+    ) -> Verdict:
+        """Valid only if the policy of every parent's line allows the signer with the roles the
+        commit's paths (against every parent) need there."""
+        paths = sorted(self.repo.changed_paths(commit))
+        signed = split_commit(commit.raw, self.repo.object_format)
+        verdict: Verdict | None = None
+        for state in states:
             required = state.policy.required_roles(paths)
             if policy_changed:
                 required.add(ADMIN_ROLE)
-            verdict = self._judge(
-                oid, commit.author, commit.subject, signed, state, required, len(parents) > 1
-            )
-            if cache is not None:
-                cache[key] = asdict(verdict)
-        new_state = state
-        if verdict.ok and policy_changed and not self.fixed_policy:
-            try:
-                new_state = PolicyState(self.repo.policy_at(oid), oid, state)
-            except InputError as exc:
-                verdict = Verdict(oid, commit.author, commit.subject, False,
-                                  f"the policy it commits is unusable: {exc.message}", verdict.signer,
-                                  state.policy.digest)  # fmt: skip
-                if cache is not None:
-                    cache[key] = asdict(verdict)
-        return verdict, new_state
+            judged = self._judge(
+                commit.oid, commit.author, commit.subject, signed, state, required,
+                len(commit.parents) > 1,
+            )  # fmt: skip
+            if not judged.ok:
+                return judged
+            verdict = verdict or judged
+        assert verdict is not None  # noqa: S101 - there is always one state
+        return verdict
 
     def _judge(
         self,
@@ -300,18 +375,70 @@ class CommitChecker:
             return f"key removed by commit {current.introduced_by}"
         return None
 
-    def check_tag(self, tag: str) -> Verdict:
-        """A signed annotated tag, judged under the base policy."""
-        oid = self.repo.resolve(tag, "tag")
-        _, raw = self.repo.reader.read(oid)
+    def check_tag(self, tag: str, head: str | None = None) -> Verdict:
+        """A signed annotated tag, judged under the base policy: its own `tag` field must be
+        its ref name, it must tag a commit directly, and (with a range) the range's head."""
+        name = tag.removeprefix("refs/tags/")
+        subject = f"tag {name}"
+        try:
+            oid = (
+                git(self.repo.path, "rev-parse", "--verify", "--quiet", "--end-of-options",
+                    f"refs/tags/{name}")
+                .decode()
+                .strip()
+            )  # fmt: skip
+        except InputError:
+            raise InputError(f"--tag {tag}: no such tag in {self.repo.path}") from None
+        digest = self.base.policy.digest
+
+        def fail(reason: str, tagger: str = "") -> Verdict:
+            return Verdict(oid, tagger, subject, False, reason, None, digest)
+
+        kind, raw = self.repo.reader.read(oid)
+        if kind != "tag":
+            return fail(f"tag {name} is a lightweight tag (a {kind}), not a signed tag object")
+        try:
+            parsed = parse_tag(oid, raw)
+        except MalformedObjectError as exc:
+            return fail(exc.message)
+        if parsed.name != name:
+            return fail(f"tag object says {parsed.name!r}, not {name!r}", parsed.tagger)
+        if parsed.target_type != "commit":
+            return fail(f"tag {name} points at a {parsed.target_type}, not a commit", parsed.tagger)
+        if head is not None and parsed.target != head:
+            return fail(
+                f"tag {name} points at {parsed.target}, not the range head {head}", parsed.tagger
+            )
         signed = split_tag(raw)
-        subject = f"tag {tag}"
-        tagger = next(
-            (line[7:].decode(errors="replace").rsplit(" ", 2)[0]
-             for line in raw.split(b"\n") if line.startswith(b"tagger ")),
-            "",
+        return self._judge(oid, parsed.tagger, subject, signed, self.base, {DEFAULT_ROLE}, False)
+
+    def trusted_tag(self, below: str) -> tuple[str, str] | None:
+        """(tag name, commit) of the newest annotated tag reachable from `below` whose
+        signature verifies under the base policy and whose `tag` field is its ref name."""
+        below_oid = self.repo.resolve(below)
+        listing = git(
+            self.repo.path, "for-each-ref", "--merged", below_oid,
+            "--format=%(objectname) %(objecttype) %(refname)", "refs/tags/",
         )  # fmt: skip
-        return self._judge(oid, tagger, subject, signed, self.base, {"developer"}, False)
+        by_commit: dict[str, list[str]] = {}
+        for line in listing.decode(errors="surrogateescape").splitlines():
+            oid, kind, ref = line.split(" ", 2)
+            if kind != "tag":
+                continue
+            try:
+                parsed = parse_tag(oid, self.repo.reader.read(oid)[1])
+            except MalformedObjectError:
+                continue
+            if parsed.target_type == "commit":
+                by_commit.setdefault(parsed.target, []).append(ref.removeprefix("refs/tags/"))
+        if not by_commit:
+            return None
+        walk = git(self.repo.path, "rev-list", "--topo-order", below_oid, "--")
+        for commit in walk.decode().split():  # children before parents: the newest first
+            for name in sorted(by_commit.get(commit, ())):
+                if self.check_tag(name, commit).ok:
+                    return name, commit
+        return None
 
 
 def _cached(

@@ -277,7 +277,7 @@ def test_cache_reuses_verdicts_and_no_cache_bypasses(
     repo.write("f", "1\n")
     repo.commit_ssh(people["bob"], "bob")
     first = _check(repo)
-    cache = repo.path / ".git" / "sealgate" / "commit-verdicts.json"
+    cache = repo.path / ".git" / "sealgate" / "commit-verdicts-v2.json"
     entries = json.loads(cache.read_text())
     assert len(entries) == 1 and all(e["ok"] for e in entries.values())
     assert first[0] == 0
