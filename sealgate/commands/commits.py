@@ -12,6 +12,7 @@ from pathlib import Path
 
 from integrity.commits import CommitChecker, Repository, Verdict, load_cache, save_cache
 from integrity.errors import InputError
+from integrity.files import KEY_FILE_LIMIT, POLICY_LIMIT, read_regular
 from integrity.policy import Policy, load_policy
 from sealgate.output import emit_json
 
@@ -42,13 +43,18 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def policy_file(path: Path) -> Policy:
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"--policy {path}: cannot read ({exc.strerror})") from None
-    return load_policy(
-        text, source=str(path), read_file=lambda rel: (path.parent / rel).read_bytes()
-    )
+    """`--policy FILE` and its key files: regular files under a cap, the key files inside the
+    policy's own folder (a `../` or absolute path could name any file on the runner)."""
+    folder = path.parent.resolve()
+    text = read_regular(path, what="--policy", limit=POLICY_LIMIT)
+
+    def key_file(relative: str) -> bytes:
+        candidate = path.parent / relative
+        if Path(relative).is_absolute() or not candidate.resolve().is_relative_to(folder):
+            raise InputError(f"outside the policy's folder {path.parent}")
+        return read_regular(candidate, what="key file", limit=KEY_FILE_LIMIT)
+
+    return load_policy(text, source=str(path), read_file=key_file)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
         checker = CommitChecker(repo, policy, fixed_policy=args.policy is not None)
         cache = None if args.no_cache else load_cache(repo)
         verdicts: list[Verdict] = []
+        head_oid = None
         if base and head:
             verdicts += checker.check_range(base, head, cache=cache)
-        verdicts += [checker.check_tag(tag) for tag in args.tag]
+            head_oid = repo.resolve(head)
+        verdicts += [checker.check_tag(tag, head_oid) for tag in args.tag]
         if cache is not None:
             save_cache(repo, cache)
     finally:
