@@ -16,21 +16,22 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pathspec
-import yaml
 
 from integrity.attestation import CHECK_LEVEL, vsa_statement
 from integrity.commits import CommitChecker, Repository, load_cache, save_cache
-from integrity.errors import IntegrityError
+from integrity.errors import InputError, IntegrityError
 from integrity.gitobjects import git
-from integrity.policy import Policy
+from integrity.policy import LinedDict, Policy, load_yaml
 from integrity.tree import prove_tree
 from integrity.watch import watch_build
 from sealgate.attest import write_attestation
@@ -38,9 +39,10 @@ from sealgate.errors import SealgateError
 from sealgate.options import tsa_settings
 from signer.certificates import load_certificate, load_certificates
 from signer.chain import load_trust_roots
-from signer.errors import SignerError
+from signer.errors import ConfigError, SignerError
+from signer.files import read_capped
 from signer.keys import open_key
-from signer.redact import redact_url
+from signer.redact import REDACTED, SECRET_PARAMETERS, redact_url
 from signer.sign import SIGNATURE_SUFFIX, SignedArtifact, SignOptions, sign_artifacts
 from signer.timestamp import TsaSettings
 from signer.verify import Verdict, VerifyPolicy, verify_artifact
@@ -50,6 +52,7 @@ PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 CONFIG_FILE = "sealgate.yml"
 DEFAULT_REPORT = "sealgate-report.json"
 DEFAULT_ATTESTATION = "sealgate-vsa.intoto.json"
+CONFIG_LIMIT = 1 << 20  # sealgate.yml: settings, never data
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -71,6 +74,8 @@ SETTINGS: dict[str, Setting] = {
     "build_command": Setting("SEALGATE_BUILD_COMMAND", "str"),
     "artifacts": Setting("SEALGATE_ARTIFACTS", "list", []),
     "outputs": Setting("SEALGATE_OUTPUTS", "list", []),
+    "caches": Setting("SEALGATE_CACHES", "list", []),
+    "submodules": Setting("SEALGATE_SUBMODULES", "str", "prove"),
     "key": Setting("SEALGATE_KEY", "str"),
     "certificate": Setting("SEALGATE_CERTIFICATE", "path"),
     "chain": Setting("SEALGATE_CHAIN", "list", []),
@@ -144,33 +149,40 @@ def _parse(name: str, kind: str, raw: Any, where: str, base: Path) -> Any:
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    """sealgate.yml read as hostile data: a regular file under a cap, parsed by the strict
+    loader (no aliases, duplicate or non-string keys); each error names the file and line."""
+    if not os.path.lexists(path):
         return {}
-    except OSError as exc:
-        raise SealgateError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise SealgateError(f"{path}{line}: not valid YAML") from None
+        text = read_capped(path, what="settings file", limit=CONFIG_LIMIT)
+    except ConfigError as exc:
+        raise SealgateError(exc.message) from None
+    try:
+        document = load_yaml(text, source=str(path))
+    except InputError as exc:
+        raise SealgateError(exc.message, hint=exc.hint) from None
     if document is None:
         return {}
-    if not isinstance(document, dict):
-        raise SealgateError(f"{path}: expected a mapping of settings")
+    if not isinstance(document, LinedDict):
+        raise SealgateError(f"{path} line 1: expected a mapping of settings")
     values: dict[str, Any] = {}
     for key, value in document.items():
-        name = str(key).replace("-", "_")
+        where = f"{path} line {document.line_of(key)}: {key}"
+        name = key.replace("-", "_")
         if name in _FILE_ALIASES:
             target = _FILE_ALIASES[name]
             if SETTINGS[target].kind == "bool":
-                value = not _parse(target, "bool", value, f"{path}: {key}", path.parent)
+                value = not _parse(target, "bool", value, where, path.parent)
             name = target
         if name not in SETTINGS:
-            raise SealgateError(f"{path}: unknown setting {key!r}")
-        values[name] = _parse(name, SETTINGS[name].kind, value, f"{path}: {key}", path.parent)
+            raise SealgateError(f"{path} line {document.line_of(key)}: unknown setting {key!r}")
+        if name in values:  # `tsa` and `tsa_urls`, `no-tree` and `check_tree`: one meaning only
+            raise SealgateError(f"{where}: sets {name!r} a second time")
+        scalars = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in scalars):
+            if SETTINGS[name].kind != "bool" or not isinstance(value, bool):
+                raise SealgateError(f"{where}: expected a string or a list of strings")
+        values[name] = _parse(name, SETTINGS[name].kind, value, where, path.parent)
     return values
 
 
@@ -248,6 +260,8 @@ class RunResult:
     verdicts: list[Verdict] = field(default_factory=list)
     attestation: Path | None = None
     exit_code: int = 0
+    #: literal secrets of this run's settings, masked wherever the result is shown
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     def as_json(self, root: Path) -> dict[str, Any]:
         return {
@@ -361,8 +375,9 @@ def _relative_inside(path: Path, root: Path) -> str | None:
 
 
 def allowed_untracked(config: RunConfig) -> list[str]:
-    """What may exist untracked: artifacts, their signatures, declared outputs, our own files."""
-    allowed = list(config["artifacts"]) + list(config["outputs"])
+    """What may exist untracked (ignored or not): artifacts, their signatures, the declared
+    outputs and caches, our own files. Anything else present before the build is reported."""
+    allowed = list(config["artifacts"]) + list(config["outputs"]) + list(config["caches"])
     allowed += [g + SIGNATURE_SUFFIX for g in config["artifacts"] if not g.endswith("/")]
     for own in (config["report"], config["attestation"]):
         relative = _relative_inside(own, config.repo)
@@ -423,6 +438,7 @@ class Pipeline:
         self.config = config
         self.root = config.repo
         self.result = RunResult({name: Stage(name) for name in STAGES})
+        self.result.secrets = config_secrets(config, os.environ)
         self.build_output = build_output
         self.policy: Policy | None = None
 
@@ -511,7 +527,12 @@ class Pipeline:
         return not failed
 
     def _tree(self, stage: Stage) -> bool:
-        report = prove_tree(self.root, "HEAD", allow_untracked=allowed_untracked(self.config))
+        report = prove_tree(
+            self.root,
+            "HEAD",
+            allow_untracked=allowed_untracked(self.config),
+            submodules=self.config["submodules"],
+        )
         stage.reasons = [d.line() for d in report.differences]
         stage.annotations = [(d.path, f"{d.kind}: {d.detail}") for d in report.differences]
         stage.details = {
@@ -533,10 +554,13 @@ class Pipeline:
         report = watch_build(
             self.root,
             command,
-            outputs=output_directories(self.config["artifacts"] + self.config["outputs"])
+            outputs=output_directories(
+                self.config["artifacts"] + self.config["outputs"] + self.config["caches"]
+            )
             + allowed_untracked(self.config),
             commit=self.result.commit or "HEAD",
             stdout=self.build_output,
+            submodules=self.config["submodules"],
         )
         stage.reasons = [v.line() for v in report.violations]
         stage.reasons += [d.line() for d in report.tree.differences]
@@ -620,13 +644,76 @@ class Pipeline:
         return True
 
 
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`|]+")
+_PIN_IN_TEXT = re.compile(r"(?i)(pin-value=)[^&;\s'\"<>`|]*")
+#: environment variables whose values are credentials: never shown, wherever they end up
+SECRET_ENV = (
+    "VAULT_TOKEN", "BAO_TOKEN", "SEALGATE_PKCS11_PIN", "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN", "AZURE_CLIENT_SECRET",
+)  # fmt: skip
+_MIN_SECRET = 4  # shorter values would mask ordinary words
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The credentials a URL carries: its password, user name and secret query values."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password or "", parts.username or ""]
+        found += [v for n, v in parse_qsl(parts.query) if n.lower() in SECRET_PARAMETERS]
+    except ValueError:
+        return []
+    return [unquote(v) for v in found if v] + [v for v in found if v]
+
+
+def config_secrets(config: RunConfig, env: Mapping[str, str]) -> tuple[str, ...]:
+    """Every credential the run's settings or environment hold, longest first."""
+    found: list[str] = [env.get(name, "").strip() for name in SECRET_ENV]
+    urls = [*(config.values.get("tsa_urls") or ()), config.values.get("key") or "",
+            config.values.get("attest_key") or "", env.get("VAULT_ADDR", ""),
+            env.get("BAO_ADDR", ""), env.get("AWS_ENDPOINT_URL", ""),
+            env.get("AWS_ENDPOINT_URL_KMS", "")]  # fmt: skip
+    for url in urls:
+        found += _url_secrets(str(url))
+        found += [m.group(0).split("=", 1)[1] for m in _PIN_IN_TEXT.finditer(str(url))]
+    unique = {value for value in found if len(value) >= _MIN_SECRET}
+    return tuple(sorted(unique, key=len, reverse=True))
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    """A URL found in text, redacted only when it carries credentials (others stay as written)."""
+    url = match.group(0)
+    return redact_url(url) if _url_secrets(url) else url
+
+
+def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
+    """`text` with every URL redacted, every pin-value masked and every known secret replaced."""
+    text = _URL_IN_TEXT.sub(_redact_match, text)
+    text = _PIN_IN_TEXT.sub(lambda match: match.group(1) + REDACTED, text)
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redact_document(value: Any, secrets: Sequence[str]) -> Any:
+    """The report with `redact_text` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    if isinstance(value, dict):
+        return {
+            redact_text(str(k), secrets): _redact_document(v, secrets) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact_document(v, secrets) for v in value]
+    return value
+
+
 def human_lines(result: RunResult) -> list[str]:
-    """One line per stage, then the verdict."""
+    """One line per stage, then the verdict; URLs and secrets redacted."""
     lines = [f"{s.name:<8} {s.status:<8} {s.summary}" for s in result.stages.values()]
     for stage in result.stages.values():
         lines += [f"  {stage.name}: {reason}" for reason in stage.reasons[:20]]
     lines.append("sealgate run: " + ("OK" if result.exit_code == 0 else "FAILED"))
-    return lines
+    return [redact_text(line, result.secrets) for line in lines]
 
 
 def _cell(text: str) -> str:
@@ -661,7 +748,7 @@ def markdown_summary(result: RunResult) -> str:
                 "- verify: " + ("verified" if verdict.verified else f"FAILED: {verdict.reason}")
             )
         lines += ["", "</details>"]
-    return "\n".join(lines) + "\n"
+    return redact_text("\n".join(lines) + "\n", result.secrets)
 
 
 def write_outputs(result: RunResult, config: RunConfig, env: Mapping[str, str]) -> None:
@@ -669,7 +756,8 @@ def write_outputs(result: RunResult, config: RunConfig, env: Mapping[str, str]) 
     report: Path = config["report"]
     report.parent.mkdir(parents=True, exist_ok=True)
     temporary = report.with_name(report.name + ".tmp")
-    temporary.write_text(json.dumps(result.as_json(config.repo), indent=2, sort_keys=True) + "\n")
+    document = _redact_document(result.as_json(config.repo), result.secrets)
+    temporary.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     os.replace(temporary, report)
     summary = env.get("GITHUB_STEP_SUMMARY")
     if summary:

@@ -476,6 +476,23 @@ def test_malformed_address_is_not_echoed(
     assert address not in caught.value.diagnostics()
 
 
+@pytest.mark.parametrize(
+    "shape",
+    ["http://root:{secret}@{host}", "http://{secret}@{host}", "http://{host}/?token={secret}",
+     "http://{host}/#{secret}"],
+)  # fmt: skip
+def test_an_address_carrying_credentials_is_refused_without_echoing_them(
+    vault: OpenBao, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    """A token pasted into VAULT_ADDR would reach proxies and logs: refuse it, never show it."""
+    secret = "s.Sup3rSecretVaultToken"
+    host = vault.address.split("://", 1)[1]
+    monkeypatch.setenv("VAULT_ADDR", shape.format(secret=secret, host=host))
+    with pytest.raises(ConfigError, match="VAULT_ADDR carries credentials") as caught:
+        VaultTransitKey("hashivault://k")
+    assert secret not in caught.value.diagnostics()
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "soon"])
 def test_bad_timeout_setting(vault: OpenBao, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("SEALGATE_KMS_TIMEOUT", value)

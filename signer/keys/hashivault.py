@@ -126,6 +126,14 @@ class VaultTransitKey(RemoteKey):
                 f"{found[0]} is not an http(s) URL",
                 hint="e.g. https://vault.example.com:8200",
             )
+        if "@" in parts.netloc or parts.query or parts.fragment:
+            # Credentials travel in headers (X-Vault-Token), never in the URL: a URL is logged
+            # by proxies and servers. The value is not echoed, so the secret stays out of logs.
+            raise ConfigError(
+                f"{found[0]} carries credentials or parameters (user info, ?query or #fragment)",
+                hint=f"set {found[0]} to the bare address, e.g. https://vault.example.com:8200, "
+                "and the token in VAULT_TOKEN (or BAO_TOKEN)",
+            )
         self.address = _public_address(address)
         token = _first_env("VAULT_TOKEN", "BAO_TOKEN")
         if token is None:
