@@ -8,6 +8,7 @@ never leaves it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol, Self, cast
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from signer.algorithms import KeyKind, SignatureScheme, key_kind
 from signer.errors import BackendUnavailableError, ConfigError
 from signer.keys.base import RemoteKey
 from signer.keys.settings import kms_timeout
+from signer.redact import redact_url
 
 __all__ = ["AwsKmsKey", "parse_uri"]
 
@@ -107,6 +109,19 @@ def parse_uri(uri: str) -> tuple[str | None, str]:
     return f"{scheme}://{endpoint}", key_id
 
 
+def _carries_credentials(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return True  # unparsable: do not show it
+    return "@" in parts.netloc or bool(parts.query) or bool(parts.fragment)
+
+
+def redact_url_text(text: str) -> str:
+    """botocore's messages quote the endpoint: show each URL in them redacted."""
+    return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+", lambda m: redact_url(m.group(0)), text)
+
+
 def _region_of(key_id: str) -> str | None:
     """A key ARN names its region (arn:PARTITION:kms:REGION:ACCOUNT:key/ID); use it."""
     parts = key_id.split(":")
@@ -125,6 +140,14 @@ class AwsKmsKey(RemoteKey):
                 "AWS_ENDPOINT_URL"
             )
             self.endpoint_url = configured.strip() if configured and configured.strip() else None
+            if self.endpoint_url is not None and _carries_credentials(self.endpoint_url):
+                # AWS signs requests with keys from the environment; a URL holding a secret
+                # would be logged everywhere it is shown, so it is refused and not echoed.
+                raise ConfigError(
+                    f"{uri}: AWS_ENDPOINT_URL(_KMS) carries credentials or parameters "
+                    "(user info, ?query or #fragment)",
+                    hint="give the bare endpoint, e.g. https://kms.eu-west-1.amazonaws.com",
+                )
         self.display_uri = uri
         try:
             import boto3  # optional: imported on use
@@ -161,7 +184,9 @@ class AwsKmsKey(RemoteKey):
                 ),
             )
         except boto_errors.BotoCoreError as exc:
-            raise ConfigError(f"{uri}: cannot set up the AWS KMS client: {exc}") from None
+            raise ConfigError(
+                f"{uri}: cannot set up the AWS KMS client: {redact_url_text(str(exc))}"
+            ) from None
         self._where = self.endpoint_url or f"AWS KMS in {region}"
         self._open()
 
