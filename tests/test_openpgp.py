@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import subprocess
 import time
@@ -26,6 +28,7 @@ from integrity.openpgp import (
     load_openpgp_key,
     load_openpgp_keys,
     parse_sequoia_policy,
+    read_signature_packet,
 )
 
 T0 = "20200101T000000"
@@ -480,3 +483,214 @@ def test_policy_refuses_secret_key(world: World) -> None:
 def test_policy_shape_errors(text: str, message: str) -> None:
     with pytest.raises(InputError, match=message):
         parse_sequoia_policy(text, source="policy.toml")
+
+
+# --- GitHub's web-flow signatures and MPIs with leading zero bits ---------------------------
+
+DATA = Path(__file__).parent / "data" / "web-flow"
+WEB_FLOW_2017 = "5DE3E0509C47EA3CF04A42D34AEE18F83AFDEB23"
+WEB_FLOW_2024 = "968479A1AFF927E37D1A566BB5690EEEBB952194"
+# commit id -> (the key that signed it, the RSA value's real bit count, the declared count)
+WEB_FLOW_COMMITS = {
+    "acabd8315e63bfcaac97d52d68a7a0b88d2eea93": (WEB_FLOW_2017, 2046, 2048),
+    "8021a62ea0dfe0ed2e6107f5ccd37e0d4a92a996": (WEB_FLOW_2017, 2048, 2048),
+    "be0d668e79594111bbeaed05a1ca47cd65c49cdc": (WEB_FLOW_2024, 4092, 4096),
+    "1d0a15b371ab4d75bfbf681d1e6e1f92b4c56ee0": (WEB_FLOW_2024, 4095, 4096),
+}
+
+
+def packet_body(binary: bytes) -> bytes:
+    """The body of a single new- or old-format packet with a definite length."""
+    first = binary[0]
+    if first & 0x40:
+        octet = binary[1]
+        if octet < 192:
+            return binary[2 : 2 + octet]
+        if octet < 224:
+            return binary[3 : 3 + ((octet - 192) << 8) + binary[2] + 192]
+        return binary[6 : 6 + int.from_bytes(binary[2:6], "big")]
+    size = 1 << (first & 3)
+    return binary[1 + size : 1 + size + int.from_bytes(binary[1 : 1 + size], "big")]
+
+
+def new_packet(body: bytes, tag: int = 2) -> bytes:
+    """A new-format packet with a five-octet length (always valid, never minimal)."""
+    return bytes([0xC0 | tag, 0xFF]) + len(body).to_bytes(4, "big") + body
+
+
+def mpi_offset(body: bytes) -> int:
+    """Where a v4 signature's MPIs start: after both subpacket areas and the left-16 bits."""
+    hashed = int.from_bytes(body[4:6], "big")
+    unhashed = int.from_bytes(body[6 + hashed : 8 + hashed], "big")
+    return 8 + hashed + unhashed + 2
+
+
+def read_mpis(data: bytes) -> list[tuple[int, bytes]]:
+    out = []
+    pos = 0
+    while pos < len(data):
+        bits = int.from_bytes(data[pos : pos + 2], "big")
+        size = (bits + 7) // 8
+        out.append((bits, data[pos + 2 : pos + 2 + size]))
+        pos += 2 + size
+    return out
+
+
+def pad_mpis(binary: bytes, declared: list[int]) -> bytes:
+    """Re-encode each MPI zero-padded to a declared bit count, as GitHub does."""
+    body = packet_body(binary)
+    at = mpi_offset(body)
+    out = bytearray(body[:at])
+    for (_bits, raw), bits in zip(read_mpis(body[at:]), declared, strict=True):
+        value = int.from_bytes(raw, "big")
+        assert value.bit_length() <= bits
+        out += bits.to_bytes(2, "big") + value.to_bytes((bits + 7) // 8, "big")
+    return new_packet(bytes(out))
+
+
+def armor(binary: bytes) -> bytes:
+    return pysequoia.armor(binary, pysequoia.ArmorKind.Signature).encode()
+
+
+def gpg_verify(home: Path, signature: bytes, payload: bytes, tmp: Path) -> str:
+    """GnuPG's verdict as its status lines: the independent cross-check."""
+    sig_file, data_file = tmp / "cross.sig", tmp / "cross.data"
+    sig_file.write_bytes(signature)
+    data_file.write_bytes(payload)
+    done = subprocess.run(
+        ["gpg", "--batch", "--status-fd", "1", "--verify", str(sig_file), str(data_file)],
+        env={**os.environ, "GNUPGHOME": str(home)}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def web_flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, OpenPgpKeyring]]:
+    home = tmp_path_factory.mktemp("web-flow-gnupg")
+    home.chmod(0o700)
+    armored = (DATA / "github-web-flow.asc").read_bytes()
+    subprocess.run(["gpg", "--batch", "--import"], input=armored, capture_output=True, check=True,
+                   env={**os.environ, "GNUPGHOME": str(home)})  # fmt: skip
+    try:
+        yield home, OpenPgpKeyring(load_openpgp_keys(armored, where="github-web-flow.asc"))
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], check=False,
+                       env={**os.environ, "GNUPGHOME": str(home)})  # fmt: skip
+
+
+def test_web_flow_material_is_what_the_readme_says(web_flow: tuple[Path, OpenPgpKeyring]) -> None:
+    _home, ring = web_flow
+    assert {key.fingerprint for key in ring.keys} == {WEB_FLOW_2017, WEB_FLOW_2024}
+    for oid in WEB_FLOW_COMMITS:
+        raw = (DATA / f"{oid}.commit").read_bytes()
+        assert hashlib.sha1(b"commit %d\0" % len(raw) + raw).hexdigest() == oid
+        assert b"\ncommitter GitHub <noreply@github.com> " in raw
+
+
+@pytest.mark.parametrize("oid", sorted(WEB_FLOW_COMMITS))
+def test_real_web_flow_commits_verify_like_gnupg(
+    oid: str, web_flow: tuple[Path, OpenPgpKeyring], tmp_path: Path
+) -> None:
+    """GitHub's own signatures, leading zero bits and all: GnuPG and Sealgate both accept them."""
+    home, ring = web_flow
+    fingerprint, real_bits, declared = WEB_FLOW_COMMITS[oid]
+    signed = split_gpgsig((DATA / f"{oid}.commit").read_bytes())
+    packet = read_signature_packet(signed.signature)
+    assert (packet.version, packet.sig_type, packet.problem) == (4, 0x00, None)
+    body = packet_body(armor_free(signed.signature))
+    [(bits, raw)] = read_mpis(body[mpi_offset(body) :])
+    assert (bits, int.from_bytes(raw, "big").bit_length()) == (declared, real_bits)
+    if real_bits < declared:  # the bug: pysequoia alone refuses GitHub's encoding
+        with pytest.raises(BaseException, match="Not a signature"):
+            pysequoia.Sig.from_bytes(signed.signature)
+    assert f"[GNUPG:] VALIDSIG {fingerprint} " in gpg_verify(
+        home, signed.signature, signed.payload, tmp_path
+    )
+    assert ring.verify(signed.signature, signed.payload).fingerprint == fingerprint
+    changed = signed.payload.replace(b"Merge", b"Merg3", 1).replace(b"bump", b"bunp", 1)
+    assert changed != signed.payload
+    with pytest.raises(SignatureError, match="does not verify") as caught:
+        ring.verify(signed.signature, changed)
+    assert not isinstance(caught.value, UnknownKeyError)
+    assert "VALIDSIG" not in gpg_verify(home, signed.signature, changed, tmp_path)
+
+
+def test_web_flow_signature_without_the_forge_key_is_an_unknown_key(world: World) -> None:
+    """Unparseable by pysequoia, yet its issuer (a key ID: GitHub writes no fingerprint) is named."""
+    signed = split_gpgsig((DATA / "be0d668e79594111bbeaed05a1ca47cd65c49cdc.commit").read_bytes())
+    with pytest.raises(
+        UnknownKeyError, match=f"signed by key ID {WEB_FLOW_2024[-16:]}, which is not an allowed"
+    ):
+        OpenPgpKeyring([world.alice, world.rsa]).verify(signed.signature, signed.payload)
+
+
+def armor_free(signature: bytes) -> bytes:
+    """The binary packet of an armored signature (our own walker's dearmoring is under test
+    elsewhere, so this uses base64 directly)."""
+    lines = signature.decode().strip().splitlines()
+    body = [line for line in lines[1:-1] if line and ":" not in line and not line.startswith("=")]
+    return base64.b64decode("".join(body))
+
+
+def _rsa_signature_with_short_value(home: Path, fpr: str, payload: bytes, tmp: Path) -> Signed:
+    """Sign until the RSA value has leading zero bits (each try has a chance of at least 1/2)."""
+    for second in range(60):
+        signed = _detached(home, fpr, payload, f"20250601T0000{second:02d}"[:15], tmp)
+        body = packet_body(bytes(pysequoia.Sig.from_bytes(signed.signature)))
+        [(bits, _raw)] = read_mpis(body[mpi_offset(body) :])
+        if bits < 3072:
+            return signed
+        (tmp / f"payload-20250601T0000{second:02d}.asc").unlink()
+    raise AssertionError("60 RSA signatures without a leading zero bit")
+
+
+def test_v4_rsa_signature_padded_like_github_verifies(world: World, tmp_path: Path) -> None:
+    """(a) A gpg signature made now, re-encoded with the key's full bit length declared."""
+    home = tmp_path / "gnupg-rsa"
+    home.mkdir(mode=0o700)
+    payload = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\nmessage\n"
+    fpr = _new_key(
+        home, "Pad <pad@example.com>", "rsa3072", "sign", "never", faked="20250101T000000"
+    )
+    try:
+        ring = OpenPgpKeyring([load_openpgp_key(_public(home, fpr), where="pad.asc")])
+        signed = _rsa_signature_with_short_value(home, fpr, payload, tmp_path)
+        binary = bytes(pysequoia.Sig.from_bytes(signed.signature))
+        for declared in (3072, 3072 + 8):  # GitHub's form, and one more whole zero byte
+            padded = pad_mpis(binary, [declared])
+            with pytest.raises(BaseException, match="Not a signature"):
+                pysequoia.Sig.from_bytes(padded)
+            for form in (padded, armor(padded)):
+                assert ring.verify(form, payload).fingerprint == fpr.upper()
+            assert f"VALIDSIG {fpr.upper()}" in gpg_verify(home, padded, payload, tmp_path)
+            with pytest.raises(SignatureError, match="does not verify"):
+                ring.verify(padded, payload + b"x")
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], check=False,
+                       env={**os.environ, "GNUPGHOME": str(home)})  # fmt: skip
+
+
+def test_v4_eddsa_signature_with_zero_padded_values_verifies(world: World, tmp_path: Path) -> None:
+    """EdDSA's r and s are MPIs too: padded to 256 (and 264) bits they must still verify."""
+    binary = bytes(pysequoia.Sig.from_bytes(world.alice_commit.signature))
+    body = packet_body(binary)
+    assert body[2] == 22  # EdDSA (legacy), two MPIs
+    ring = OpenPgpKeyring([world.alice])
+    for declared in ([256, 256], [264, 264]):
+        padded = pad_mpis(binary, declared)
+        assert ring.verify(padded, world.alice_commit.payload) == world.alice
+        assert ring.verify(armor(padded), world.alice_commit.payload) == world.alice
+
+
+def test_mpi_declaring_fewer_bits_than_it_holds_is_malformed(world: World) -> None:
+    binary = bytes(pysequoia.Sig.from_bytes(world.rsa_commit.signature))
+    body = packet_body(binary)
+    at = mpi_offset(body)
+    [(bits, raw)] = read_mpis(body[at:])
+    while int.from_bytes(raw, "big").bit_length() <= bits - 8:
+        bits -= 8
+    lying = body[:at] + (bits - 8).to_bytes(2, "big") + raw  # the value has more bits than this
+    with pytest.raises(SignatureError, match=r"bits than it declares|trailing bytes") as caught:
+        OpenPgpKeyring([world.rsa]).verify(new_packet(lying), world.rsa_commit.payload)
+    assert not isinstance(caught.value, UnknownKeyError)
+    assert caught.value.exit_code == 1
