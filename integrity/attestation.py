@@ -207,6 +207,22 @@ def _timestamp(value: str, where: str) -> None:
         raise InputError(f"{where}: {value!r} has no timezone")
 
 
+def _printable_strings(value: Any, where: str, depth: int = 0) -> None:
+    """JSON escapes can spell lone surrogates (\\ud800) that no UTF-8 output can print."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"{where}: holds an unpaired surrogate (not Unicode text)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _printable_strings(key, where, depth + 1)
+            _printable_strings(item, f"{where}.{key}" if depth < 4 else where, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _printable_strings(item, where, depth + 1)
+
+
 def parse_vsa(payload: bytes) -> dict[str, Any]:
     """Read a signed VSA statement, refusing any shape a consumer could misread.
 
@@ -221,6 +237,10 @@ def parse_vsa(payload: bytes) -> dict[str, Any]:
         raise InputError(f"statement: not JSON ({exc})") from None
     if not isinstance(statement, dict):
         raise InputError("statement: expected a JSON object")
+    try:
+        _printable_strings(statement, "statement")
+    except RecursionError:
+        raise InputError("statement: nested too deeply") from None
     if _field(statement, "_type", str, "") != STATEMENT_TYPE:
         raise InputError(f"_type: {statement['_type']!r} is not {STATEMENT_TYPE}")
     subjects = _field(statement, "subject", list, "")

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from signer.algorithms import SignatureScheme, scheme_for, verify_signature
 from signer.errors import ConfigError, VerificationError
+from signer.files import CERTIFICATE_LIMIT, read_capped
 from signer.keys.base import RemoteKey
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -112,11 +113,17 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _no_constant(token: str) -> Any:
+    raise VerificationError(f"envelope: holds {token}, which is not JSON")
+
+
 def _load(envelope: Mapping[str, Any] | bytes | str) -> Mapping[str, Any]:
     if isinstance(envelope, bytes | str):
         try:
-            envelope = json.loads(envelope, object_pairs_hook=_no_duplicates)
-        except (ValueError, RecursionError):
+            envelope = json.loads(
+                envelope, object_pairs_hook=_no_duplicates, parse_constant=_no_constant
+            )
+        except (ValueError, RecursionError, TypeError):  # incl. ints over 4300 digits
             raise VerificationError("envelope: malformed JSON") from None
     if not isinstance(envelope, Mapping):
         raise VerificationError("envelope: expected a JSON object")
@@ -160,7 +167,10 @@ def open_envelope(
         raise VerificationError("envelope: signatures is missing or not a list")
     if not signatures:
         raise VerificationError("envelope: has no signatures")
-    tbs = PAE(payload_type, payload)
+    try:
+        tbs = PAE(payload_type, payload)
+    except UnicodeEncodeError:  # JSON allows lone surrogates (\ud800); UTF-8 does not
+        raise VerificationError("envelope: payloadType is not valid Unicode") from None
     problems: list[str] = []
     untrusted: list[str] = []
     for index, entry in enumerate(signatures):
@@ -219,16 +229,11 @@ def public_keys_from_pem(path: Path) -> list[PublicKeyTypes]:
     A certificate here only carries a key: DSSE has no signing time, so its validity and
     chain are not judged. Private keys are refused: a verifier never needs one.
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such public key file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read public key file ({exc.strerror})") from None
+    data = read_capped(path, what="public key file", limit=CERTIFICATE_LIMIT)
     keys: list[PublicKeyTypes] = []
     try:
         blocks = list(pem.unarmor(data, multiple=True)) if pem.detect(data) else []
-    except ValueError:
+    except (ValueError, TypeError):  # asn1crypto raises both on odd armor
         raise ConfigError(f"{path}: malformed PEM") from None
     for label, _headers, der in blocks:
         if "PRIVATE KEY" in label:
@@ -238,7 +243,7 @@ def public_keys_from_pem(path: Path) -> list[PublicKeyTypes]:
                 keys.append(x509.load_der_x509_certificate(der).public_key())
             elif label == "PUBLIC KEY":
                 keys.append(serialization.load_der_public_key(der))
-        except (ValueError, UnsupportedAlgorithm):
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             raise ConfigError(f"{path}: malformed {label} block") from None
     if not keys:
         raise ConfigError(f"{path}: holds no PEM CERTIFICATE or PUBLIC KEY block")

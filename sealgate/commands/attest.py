@@ -18,7 +18,8 @@ from integrity.attestation import EXTENSION_KEY, parse_vsa
 from sealgate.errors import SealgateError
 from sealgate.output import emit_json
 from signer.dsse import IN_TOTO_PAYLOAD_TYPE, open_envelope, public_keys_from_pem
-from signer.errors import VerificationError
+from signer.errors import ConfigError, VerificationError
+from signer.files import ENVELOPE_LIMIT, read_capped
 from signer.keys import open_key
 
 
@@ -47,20 +48,43 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _read_envelope(path: Path) -> bytes:
-    """Unreadable or non-JSON input is a usage error (2), not a verdict on a signature (1)."""
+    """Unreadable or non-JSON input is a usage error (2), not a verdict on a signature (1).
+
+    A FIFO or device is refused at once; duplicate fields and NaN are refused here too, so
+    no two readers of one file can see two envelopes.
+    """
+    if not path.exists():
+        raise SealgateError(f"{path}: no such envelope file")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SealgateError(f"{path}: no such envelope file") from None
-    except OSError as exc:
-        raise SealgateError(f"{path}: cannot read envelope ({exc.strerror})") from None
+        data = read_capped(path, what="envelope", limit=ENVELOPE_LIMIT)
+    except ConfigError as exc:
+        raise SealgateError(exc.message) from None
     try:
-        document = json.loads(data)
-    except (ValueError, RecursionError):
+        document = json.loads(data, object_pairs_hook=_unique_fields, parse_constant=_constant)
+    except _RefusedError as exc:
+        raise SealgateError(f"{path}: not a JSON DSSE envelope ({exc})") from None
+    except (ValueError, RecursionError, TypeError):
         raise SealgateError(f"{path}: not a JSON DSSE envelope") from None
     if not isinstance(document, dict):
         raise SealgateError(f"{path}: not a JSON DSSE envelope (expected an object)")
     return data
+
+
+class _RefusedError(ValueError):
+    """A JSON shape the standard parser accepts and Sealgate does not."""
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _RefusedError(f"duplicate field {key!r}")
+        result[key] = value
+    return result
+
+
+def _constant(token: str) -> Any:
+    raise _RefusedError(f"{token} is not JSON")
 
 
 def _trusted_keys(args: argparse.Namespace) -> tuple[list[PublicKeyTypes], str]:
