@@ -3,8 +3,8 @@
 `sealgate commits` verifies thousands of commit signatures; spawning `ssh-keygen -Y verify`
 per commit is too slow, so the format of OpenSSH's PROTOCOL.sshsig (and PROTOCOL.u2f for
 security-key signatures) is checked here with `cryptography`. Parsing is strict on purpose:
-non-minimal integers, trailing bytes and non-canonical base64 are rejected so one signature
-has exactly one encoding and one signer fingerprint.
+non-minimal integers, trailing bytes, a non-empty reserved field and non-canonical base64 are
+rejected so one signature has exactly one encoding and one signer fingerprint.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from integrity.errors import InputError, SignatureError, UnsupportedSignatureErr
 
 __all__ = [
     "KEY_TYPES",
+    "MAX_SIGNATURE_BYTES",
     "AllowedSigner",
     "CryptographyPublicKey",
     "SshPublicKey",
@@ -56,6 +57,8 @@ _RSA_SIG_HASHES: Final[dict[str, hashes.HashAlgorithm]] = {
 _RSA_MIN_BITS: Final = 2048
 _SK_USER_PRESENT: Final = 0x01
 
+#: An SSHSIG with an RSA-16384 key is under 5 KiB; anything far larger is not a signature.
+MAX_SIGNATURE_BYTES: Final = 64 * 1024
 _MAGIC: Final = b"SSHSIG"
 _ARMOR_BEGIN: Final = b"-----BEGIN SSH SIGNATURE-----"
 _ARMOR_END: Final = b"-----END SSH SIGNATURE-----"
@@ -302,6 +305,10 @@ def verify_sshsig(armored: bytes, message: bytes, *, namespace: str = "git") -> 
     The caller still has to check the key against the policy: a valid signature only proves
     that whoever holds this key signed the message in `namespace`.
     """
+    if len(armored) > MAX_SIGNATURE_BYTES:
+        raise SignatureError(
+            f"malformed SSH signature: {len(armored)} bytes, more than {MAX_SIGNATURE_BYTES}"
+        )
     try:
         r = _Reader(_dearmor(armored))
         if r.take(6, "magic") != _MAGIC:
@@ -318,6 +325,10 @@ def verify_sshsig(armored: bytes, message: bytes, *, namespace: str = "git") -> 
         if sig_namespace != namespace.encode("utf-8"):
             shown = sig_namespace.decode("utf-8", "replace")
             raise SignatureError(f"SSH signature namespace is {shown!r}, not {namespace!r}")
+        if reserved:  # OpenSSH ignores it; a field with no meaning yet is a second encoding
+            raise SignatureError(
+                f"SSH signature reserved field is not empty ({len(reserved)} bytes)"
+            )
         hasher = _SSHSIG_HASHES.get(hash_name.decode("ascii", "replace"))
         if hasher is None:
             raise SignatureError(f"SSH signature hash {hash_name!r} is not sha256 or sha512")
