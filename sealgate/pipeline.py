@@ -54,6 +54,10 @@ DEFAULT_REPORT = "sealgate-report.json"
 DEFAULT_ATTESTATION = "sealgate-vsa.intoto.json"
 CONFIG_LIMIT = 1 << 20  # sealgate.yml: settings, never data
 
+#: What decides which commits are proven and against what: never read from the work tree's
+#: sealgate.yml, which the commits under test can change.
+_NOT_FROM_THE_REPOSITORY = frozenset({"range", "policy", "base_branch"})
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -71,6 +75,7 @@ class Setting:
 SETTINGS: dict[str, Setting] = {
     "range": Setting("SEALGATE_RANGE", "str"),
     "policy": Setting("SEALGATE_POLICY", "path"),
+    "base_branch": Setting("SEALGATE_BASE_BRANCH", "str"),
     "build_command": Setting("SEALGATE_BUILD_COMMAND", "str"),
     "artifacts": Setting("SEALGATE_ARTIFACTS", "list", []),
     "outputs": Setting("SEALGATE_OUTPUTS", "list", []),
@@ -176,6 +181,11 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             name = target
         if name not in SETTINGS:
             raise SealgateError(f"{path} line {document.line_of(key)}: unknown setting {key!r}")
+        if name in _NOT_FROM_THE_REPOSITORY:
+            raise SealgateError(
+                f"{where}: cannot be set in this file: it is part of the commits under test, so "
+                f"a pusher could choose it; use the flag or ${SETTINGS[name].env}"
+            )
         if name in values:  # `tsa` and `tsa_urls`, `no-tree` and `check_tree`: one meaning only
             raise SealgateError(f"{where}: sets {name!r} a second time")
         scalars = value if isinstance(value, list) else [value]
@@ -339,10 +349,28 @@ def prepare(config: RunConfig) -> Prepared:
     return Prepared(options, policy, tsa)
 
 
-def default_range(root: Path) -> str:
-    """From the last tag reachable from HEAD's parent (else the root commit) to HEAD."""
+NO_TRUSTED_BASE = (
+    "no trusted base for the commit range: give --range BASE..HEAD "
+    "(or --base-branch, or a fixed --policy with signed release tags)"
+)
+
+
+def default_range(
+    root: Path,
+    *,
+    policy: Policy | None = None,
+    base_branch: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[str, str]:
+    """(BASE..HEAD, why this base): a base a pusher without a policy key cannot move.
+
+    With a fixed policy: the newest signed tag reachable from HEAD^ that verifies under it.
+    Else the merge base with the protected branch. Never a tag verified under the in-repo
+    policy: a pusher can add their own key to it in an unsigned commit and sign a tag there.
+    """
+    env = os.environ if env is None else env
     try:
-        git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+        head = git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}").decode().strip()
     except IntegrityError:
         raise SealgateError(f"{root}: HEAD does not resolve to a commit") from None
     try:
@@ -352,12 +380,71 @@ def default_range(root: Path) -> str:
             "HEAD is the root commit: no trusted base to verify it against",
             hint="give --range BASE..HEAD, or --no-commits",
         ) from None
+    if policy is not None:
+        repo = Repository(root)
+        try:
+            found = CommitChecker(repo, policy, fixed_policy=True).trusted_tag(parent)
+        finally:
+            repo.reader.close()
+        if found is not None:
+            name, commit = found
+            return f"{commit}..HEAD", f"signed tag {name}, verified under {policy.source}"
+    for refs, why in _protected_branches(base_branch, env):
+        tip = next((t for t in (_commit_of(root, ref) for ref in refs) if t), None)
+        if tip is None:
+            raise SealgateError(
+                f"base branch {refs[0]} ({why}) is not in {root}",
+                hint="fetch it (actions/checkout: fetch-depth: 0), or give --range BASE..HEAD",
+            )
+        try:
+            merge_base = git(root, "merge-base", head, tip).decode().strip()
+        except IntegrityError:
+            raise SealgateError(f"HEAD has no common history with {refs[0]} ({why})") from None
+        if merge_base != head:
+            return f"{merge_base}..HEAD", f"merge base with {refs[0]} ({why})"
+    raise SealgateError(NO_TRUSTED_BASE)
+
+
+def _commit_of(root: Path, ref: str) -> str | None:
     try:
-        base = git(root, "describe", "--tags", "--abbrev=0", parent).decode().strip()
+        return (
+            git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+            .decode()
+            .strip()
+        )
     except IntegrityError:
-        roots = git(root, "rev-list", "--max-parents=0", "HEAD").decode().split()
-        base = roots[-1]
-    return f"{base}..HEAD"
+        return None
+
+
+def _protected_branches(
+    base_branch: str | None, env: Mapping[str, str]
+) -> list[tuple[list[str], str]]:
+    """Full ref names of the protected branch to try (never a bare name, which a pushed tag
+    could shadow) and where the name came from; the first source that names one wins."""
+    if base_branch:
+        if base_branch.startswith("refs/"):
+            return [([base_branch], "--base-branch")]
+        return [([f"refs/remotes/{base_branch}", f"refs/heads/{base_branch}"], "--base-branch")]
+    for variable in ("GITHUB_BASE_REF", "CI_MERGE_REQUEST_TARGET_BRANCH_NAME"):
+        name = env.get(variable, "").strip()
+        if name:
+            return [([f"refs/remotes/origin/{name}"], f"${variable}")]
+    default, where = env.get("CI_DEFAULT_BRANCH", "").strip(), "$CI_DEFAULT_BRANCH"
+    if not default and env.get("GITHUB_EVENT_PATH"):
+        default = _github_default_branch(Path(env["GITHUB_EVENT_PATH"]))
+        where = "the repository's default branch"
+    return [([f"refs/remotes/origin/{default}"], where)] if default else []
+
+
+def _github_default_branch(event: Path) -> str:
+    """`repository.default_branch` of the GitHub event payload ('' when it has none)."""
+    try:
+        document = json.loads(read_capped(event, what="$GITHUB_EVENT_PATH", limit=64 << 20))
+    except (ConfigError, ValueError, RecursionError):
+        return ""
+    repository = document.get("repository") if isinstance(document, dict) else None
+    branch = repository.get("default_branch") if isinstance(repository, dict) else None
+    return branch if isinstance(branch, str) else ""
 
 
 def _split_range(text: str) -> tuple[str, str]:
@@ -487,16 +574,21 @@ class Pipeline:
         return self.result
 
     def _commits(self, stage: Stage) -> bool:
-        self.result.range = self.config["range"] or default_range(self.root)
+        fixed: Policy | None = None
+        if self.config["policy"] is not None:
+            from sealgate.commands.commits import policy_file
+
+            fixed = policy_file(self.config["policy"])
+        if self.config["range"]:
+            self.result.range, why = self.config["range"], "given with --range"
+        else:
+            self.result.range, why = default_range(
+                self.root, policy=fixed, base_branch=self.config["base_branch"]
+            )
         base, head = _split_range(self.result.range)
         repo = Repository(self.root)
         try:
-            if self.config["policy"] is not None:
-                from sealgate.commands.commits import policy_file
-
-                policy = policy_file(self.config["policy"])
-            else:
-                policy = repo.policy_at(repo.resolve(base))
+            policy = fixed if fixed is not None else repo.policy_at(repo.resolve(base))
             self.policy = policy
             checker = CommitChecker(repo, policy, fixed_policy=self.config["policy"] is not None)
             cache = load_cache(repo)
@@ -511,6 +603,7 @@ class Pipeline:
         ]
         stage.details = {
             "range": self.result.range,
+            "base": why,
             "policy": policy.source,
             "checked": len(verdicts),
             "failed": len(failed),
@@ -522,7 +615,7 @@ class Pipeline:
         }  # fmt: skip
         stage.summary = (
             f"{len(verdicts) - len(failed)} of {len(verdicts)} commits in "
-            f"{self.result.range} verified ({policy.source})"
+            f"{self.result.range} verified ({policy.source}; base: {why})"
         )
         return not failed
 

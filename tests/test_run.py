@@ -205,16 +205,38 @@ def test_configuration_from_sealgate_yml_and_the_pin_stays_secret(
     assert pin not in no_match.stdout + no_match.stderr
 
 
-def test_default_range_starts_at_the_last_tag_before_head(
+def test_default_range_starts_at_the_newest_tag_signed_under_the_fixed_policy(
     repo: Repo, tmp_path: Path, hsm: HsmFixture, alice: SshUser, tsa: LocalTsa, tsa_pki: TsaPki
 ) -> None:
+    """A lightweight tag anyone with push access can move is no base; a tag signed by a key
+    of the fixed --policy is, and the report says which base was chosen and why."""
+    policy = tmp_path / "policy.yml"
+    policy.write_text((repo.path / ".sealgate" / "policy.yml").read_text())
+    base = repo.git("rev-parse", "base")
+    repo.git("-c", "gpg.format=ssh", "-c", f"user.signingkey={alice.key}",
+             "tag", "-s", "v1", "-m", "release 1", "base")  # fmt: skip
     repo.write("src/more.txt", "more\n")
     repo.commit_ssh(alice, "more")
-    repo.git("tag", "v2")  # a tag on HEAD itself is the release being made, not the base
-    code, stdout, stderr, report = _run(
-        repo, tmp_path, hsm, "--build-command", BUILD, "--artifacts", "dist/*",
-        *_signing_args(hsm, tsa, tsa_pki),
-    )  # fmt: skip
+    repo.git("tag", "moved")  # lightweight, on HEAD^: ignored
+    repo.write("src/last.txt", "last\n")
+    repo.commit_ssh(alice, "last")
+    args = ("--build-command", BUILD, "--artifacts", "dist/*", *_signing_args(hsm, tsa, tsa_pki))
+    code, stdout, stderr, report = _run(repo, tmp_path, hsm, "--policy", policy, *args)
     assert code == 0, stdout + stderr
-    assert report["range"] == "base..HEAD"
-    assert report["stages"][0]["checked"] == 2
+    assert report["range"] == f"{base}..HEAD"
+    commits = report["stages"][0]
+    assert commits["checked"] == 3
+    assert commits["base"] == f"signed tag v1, verified under {policy}"
+    assert f"base: signed tag v1, verified under {policy}" in stdout
+
+    shutil.rmtree(repo.path / "dist")
+    for signature in _signatures(repo):
+        signature.unlink()
+    code, stdout, _, report = _run(repo, tmp_path, hsm, *args)  # no fixed policy, no branch
+    assert code == 2
+    assert report["stages"][0]["status"] == "failed"
+    assert (
+        "no trusted base for the commit range: give --range BASE..HEAD (or --base-branch, "
+        "or a fixed --policy with signed release tags)" in stdout
+    )
+    assert _signatures(repo) == []
