@@ -9,18 +9,26 @@ the same without it.
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
 import hashlib
+import io
+import lzma
 import os
 import shutil
 import signal
+import stat
+import struct
 import subprocess
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 #: At most this many lines of member differences per artifact (then "... and N more").
 MAX_LINES = 50
@@ -28,9 +36,26 @@ MAX_LINES = 50
 DIFFOSCOPE_TIMEOUT = 120.0
 DIFFOSCOPE_MAX_CHARS = 20_000
 
+#: Bounds on what one archive may make us read: a zip or gzip bomb stops here, then the bytes
+#: are compared instead. Nothing is ever extracted to disk or followed.
+MAX_UNPACKED = 2 << 30
+MAX_MEMBERS = 200_000
+
 _CHUNK = 1 << 20
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tbz")
 _ZIP_SUFFIXES = (".zip", ".whl", ".jar", ".war", ".ear", ".apk", ".aar", ".egg", ".nupkg")
+
+
+class ArchiveTooLargeError(ValueError):
+    """The archive unpacks to more than MAX_UNPACKED bytes or holds more than MAX_MEMBERS."""
+
+
+#: What a malformed or hostile archive makes the standard library raise (all caught).
+_UNREADABLE = (
+    OSError, EOFError, ValueError, zipfile.BadZipFile, tarfile.TarError, NotImplementedError,
+    RuntimeError, zlib.error, lzma.LZMAError, struct.error, OverflowError, KeyError, IndexError,
+    RecursionError, MemoryError,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,13 +70,21 @@ class Member:
 
 def explain(expected: Path, rebuilt: Path, limit: int = MAX_LINES) -> list[str]:
     """Human-readable lines describing how `rebuilt` differs from `expected` (bounded)."""
+    for path in (expected, rebuilt):  # a FIFO or device would block or never end
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError as exc:
+            return [f"{_show(str(path))}: cannot read ({exc.strerror})"]
+        if not stat.S_ISREG(mode):
+            return [f"{_show(str(path))}: not a regular file ({stat.filemode(mode)}); not compared"]
     kind = archive_kind(expected)
     lines: list[str] = []
     if kind is not None:
         try:
             lines = _diff_members(kind, expected, rebuilt)
-        except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError) as exc:
-            lines = [f"cannot read as {kind} ({exc}); comparing bytes"]
+        except _UNREADABLE as exc:
+            reason = _show(str(exc) or type(exc).__name__)[:200]
+            lines = [f"cannot read as {kind} ({reason}); comparing bytes"]
             lines += byte_difference(expected, rebuilt)
     else:
         lines = byte_difference(expected, rebuilt)
@@ -98,25 +131,30 @@ def _diff_members(kind: str, expected: Path, rebuilt: Path) -> list[str]:
     a, order_a = read(expected)
     b, order_b = read(rebuilt)
     lines: list[str] = []
+    for label, members, order in (("expected", a, order_a), ("rebuilt", b, order_b)):
+        lines += [f"unsafe member in {label}: {w}" for n in order for w in _unsafe(n, members[n])]
     for name in order_a:
         if name not in b:
-            lines.append(f"removed {name} (size {a[name].size}, sha256 {a[name].sha256})")
+            lines.append(f"removed {_show(name)} (size {a[name].size}, sha256 {a[name].sha256})")
     for name in order_b:
         if name not in a:
-            lines.append(f"added {name} (size {b[name].size}, sha256 {b[name].sha256})")
+            lines.append(f"added {_show(name)} (size {b[name].size}, sha256 {b[name].sha256})")
     for name in order_a:
         if name not in b or a[name] == b[name]:
             continue
         old, new = a[name], b[name]
         if (old.size, old.sha256) != (new.size, new.sha256):
             lines.append(
-                f"differs {name}: size {old.size} -> {new.size}, "
+                f"differs {_show(name)}: size {old.size} -> {new.size}, "
                 f"sha256 {old.sha256} -> {new.sha256}"
             )
         old_meta, new_meta = dict(old.meta), dict(new.meta)
         for key in old_meta:
             if old_meta[key] != new_meta.get(key):
-                lines.append(f"differs {name}: {key} {old_meta[key]} -> {new_meta.get(key)}")
+                lines.append(
+                    f"differs {_show(name)}: {key} {_show(old_meta[key])} -> "
+                    f"{_show(new_meta.get(key) or '-')}"
+                )
     if not lines:
         common = [n for n in order_a if n in b]
         if common != [n for n in order_b if n in a]:
@@ -134,7 +172,12 @@ def _zip_members(path: Path) -> tuple[dict[str, Member], list[str]]:
     members: dict[str, Member] = {}
     order: list[str] = []
     with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
+        infos = archive.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise ArchiveTooLargeError(f"more than {MAX_MEMBERS} members")
+        if sum(info.file_size for info in infos) > MAX_UNPACKED:  # a zip bomb declares its size
+            raise ArchiveTooLargeError(f"unpacks to more than {MAX_UNPACKED} bytes")
+        for info in infos:
             name = _unique(info.filename, members)
             with archive.open(info) as stream:
                 digest = _sha256(stream)
@@ -151,12 +194,14 @@ def _zip_members(path: Path) -> tuple[dict[str, Member], list[str]]:
 def _tar_members(path: Path) -> tuple[dict[str, Member], list[str]]:
     members: dict[str, Member] = {}
     order: list[str] = []
-    with tarfile.open(path, "r:*") as archive:
+    with _bounded_tar(path) as archive:
         for info in _iter_tar(archive):
+            if len(order) >= MAX_MEMBERS:
+                raise ArchiveTooLargeError(f"more than {MAX_MEMBERS} members")
             name = _unique(info.name, members)
             stream = archive.extractfile(info) if info.isfile() else None
             digest = _sha256(stream) if stream is not None else hashlib.sha256()
-            meta = (
+            meta: tuple[tuple[str, str], ...] = (
                 ("type", _tar_type(info)),
                 ("mtime", str(int(info.mtime))),
                 ("mode", _mode(info.mode)),
@@ -166,6 +211,84 @@ def _tar_members(path: Path) -> tuple[dict[str, Member], list[str]]:
             members[name] = Member(info.size, digest.hexdigest(), meta)
             order.append(name)
     return members, order
+
+
+class _Bounded(io.RawIOBase):
+    """A decompressed stream that refuses to be read or sought past `limit` bytes: the work
+    of decompressing a tar.gz bomb stops there."""
+
+    def __init__(self, inner: IO[bytes], limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self._inner.tell() + offset
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target > self._limit:
+            raise ArchiveTooLargeError(f"unpacks to more than {self._limit} bytes")
+        return self._inner.seek(target)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._inner.tell() + len(view) > self._limit:
+            raise ArchiveTooLargeError(f"unpacks to more than {self._limit} bytes")
+        data = self._inner.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+@contextlib.contextmanager
+def _bounded_tar(path: Path) -> Iterator[tarfile.TarFile]:
+    """The tar inside `path` (plain, gzip, bzip2 or xz), read through a `_Bounded` stream."""
+    with path.open("rb") as raw:
+        magic = raw.read(6)
+        raw.seek(0)
+        inner: Any  # GzipFile, BZ2File and LZMAFile are binary streams without a common type
+        if magic[:2] == b"\x1f\x8b":
+            inner = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif magic[:3] == b"BZh":
+            inner = bz2.BZ2File(raw, "rb")
+        elif magic == b"\xfd7zXZ\x00":
+            inner = lzma.LZMAFile(raw, "rb")
+        else:
+            inner = raw
+        with inner, tarfile.open(fileobj=_Bounded(inner, MAX_UNPACKED), mode="r:") as archive:
+            yield archive
+
+
+def _unsafe(name: str, member: Member) -> list[str]:
+    """Why a member would be dangerous to extract: Sealgate never extracts, it reports."""
+    shown = _show(name)
+    warnings: list[str] = []
+    posix = name.replace("\\", "/")
+    parts = posix.split("/")
+    if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":"):
+        warnings.append(f"{shown}: absolute path")
+    if ".." in parts:
+        warnings.append(f"{shown}: `..` in its path")
+    meta = dict(member.meta)
+    kind = meta.get("type", "file")
+    if kind.startswith("type ") or kind in ("chardev", "blockdev", "fifo"):
+        warnings.append(f"{shown}: a special file ({kind}), not extracted")
+    link = meta.get("link", "-")
+    if link != "-" and (link.startswith("/") or ".." in link.replace("\\", "/").split("/")):
+        warnings.append(f"{shown}: links outside the archive ({_show(link)})")
+    return warnings
+
+
+def _show(text: str) -> str:
+    """A name as one printable line: control characters and newlines cannot forge report lines."""
+    if text.isprintable():
+        return text
+    return repr(text)[1:-1]
 
 
 def _sha256(stream: IO[bytes]) -> hashlib._Hash:
@@ -189,6 +312,12 @@ def _tar_type(info: tarfile.TarInfo) -> str:
         return "symlink"
     if info.islnk():
         return "hardlink"
+    if info.ischr():
+        return "chardev"
+    if info.isblk():
+        return "blockdev"
+    if info.isfifo():
+        return "fifo"
     return f"type {info.type!r}"
 
 
