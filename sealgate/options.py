@@ -6,8 +6,11 @@ import argparse
 import os
 from pathlib import Path
 
+from cryptography import x509
+
 from sealgate.errors import SealgateError
-from signer.chain import load_trust_roots
+from signer.chain import load_trust_roots, load_untrusted
+from signer.redact import redact_url
 from signer.timestamp import TsaSettings
 
 
@@ -31,11 +34,29 @@ def add_tsa_options(parser: argparse.ArgumentParser, *, required: bool = False) 
         default=os.environ.get("SEALGATE_TSA_ROOTS"),
         help="trust anchors (PEM) for the TSA certificates; required with --tsa",
     )
+    add_tsa_certs_option(group)
     group.add_argument("--tsa-timeout", type=float, default=10.0, help="seconds per request")
     group.add_argument("--tsa-retries", type=int, default=2, help="retries per TSA (backoff)")
     group.add_argument(
         "--tsa-concurrency", type=int, default=8, help="requests in flight at once for a batch"
     )
+
+
+def add_tsa_certs_option(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--tsa-certs",
+        type=Path,
+        default=os.environ.get("SEALGATE_TSA_CERTS"),
+        metavar="PEM",
+        help="untrusted TSA certificates and intermediates (PEM), for tokens that do not "
+        "carry them; trust still comes from --tsa-roots (or $SEALGATE_TSA_CERTS)",
+    )
+
+
+def tsa_certs(args: argparse.Namespace) -> tuple[x509.Certificate, ...]:
+    """The --tsa-certs bundle, or none."""
+    path = getattr(args, "tsa_certs", None)
+    return tuple(load_untrusted(Path(path), "--tsa-certs")) if path else ()
 
 
 def tsa_settings(args: argparse.Namespace, *, required: bool = False) -> TsaSettings | None:
@@ -47,7 +68,7 @@ def tsa_settings(args: argparse.Namespace, *, required: bool = False) -> TsaSett
         return None
     for url in urls:
         if not url.startswith(("http://", "https://")):
-            raise SealgateError(f"--tsa {url!r}: not an http(s) URL")
+            raise SealgateError(f"--tsa {redact_url(url)!r}: not an http(s) URL")
     if args.tsa_roots is None:
         raise SealgateError(
             "--tsa-roots is required with --tsa: a timestamp is used only when its TSA "
@@ -62,6 +83,7 @@ def tsa_settings(args: argparse.Namespace, *, required: bool = False) -> TsaSett
     return TsaSettings(
         urls=tuple(urls),
         roots=tuple(load_trust_roots(Path(args.tsa_roots), "--tsa-roots")),
+        certs=tsa_certs(args),
         timeout=args.tsa_timeout,
         retries=args.tsa_retries,
         concurrency=args.tsa_concurrency,

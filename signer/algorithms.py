@@ -39,6 +39,8 @@ class SignatureScheme:
     kind: KeyKind
     hash_name: HashName
     rsa_padding: RsaPadding | None = None
+    #: RSASSA-PSS salt length as the signature declares it (RFC 4055); None: the digest size.
+    pss_salt_length: int | None = None
 
     @property
     def digest_size(self) -> int:
@@ -144,8 +146,16 @@ def verify_digest_signature(
         raise ConfigError(f"{scheme.describe()} does not sign a digest")
 
 
+def max_pss_salt_length(public_key: rsa.RSAPublicKey, hash_name: str) -> int:
+    """The longest salt a PSS signature with this key and hash can hold (RFC 8017 9.1.1)."""
+    em_len = (public_key.key_size - 1 + 7) // 8
+    return em_len - hashlib.new(hash_name).digest_size - 2
+
+
 def rsa_padding_for(scheme: SignatureScheme) -> padding.AsymmetricPadding:
     if scheme.rsa_padding == "pss":
-        # Salt as long as the digest: what RFC 4055 recommends and every HSM/KMS produces.
-        return padding.PSS(mgf=padding.MGF1(scheme.hash_algorithm), salt_length=scheme.digest_size)
+        # Salt as long as the digest unless the signature says otherwise: RFC 4055 recommends
+        # it and every HSM/KMS produces it; OpenSSL signs with the longest salt by default.
+        salt = scheme.digest_size if scheme.pss_salt_length is None else scheme.pss_salt_length
+        return padding.PSS(mgf=padding.MGF1(scheme.hash_algorithm), salt_length=salt)
     return padding.PKCS1v15()

@@ -13,16 +13,15 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from signer.errors import ConfigError
+from signer.files import CERTIFICATE_LIMIT, read_capped
+
+#: anyExtendedKeyUsage (RFC 5280 section 4.2.1.12): a CA with it may issue for any usage.
+ANY_EXTENDED_KEY_USAGE = x509.ObjectIdentifier("2.5.29.37.0")
 
 
-def load_certificates(path: Path) -> list[x509.Certificate]:
-    """Every certificate in a PEM bundle, or the one in a DER file."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such certificate file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read certificate file ({exc.strerror})") from None
+def load_certificates(path: Path, what: str = "certificate file") -> list[x509.Certificate]:
+    """Every certificate in a PEM bundle, or the one in a DER file (a regular file, capped)."""
+    data = read_capped(path, what=what, limit=CERTIFICATE_LIMIT)
     try:
         if b"-----BEGIN" in data:
             certs = x509.load_pem_x509_certificates(data)
@@ -35,8 +34,8 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
     return certs
 
 
-def load_certificate(path: Path) -> x509.Certificate:
-    certs = load_certificates(path)
+def load_certificate(path: Path, what: str = "certificate file") -> x509.Certificate:
+    certs = load_certificates(path, what)
     if len(certs) > 1:
         raise ConfigError(
             f"{path}: holds {len(certs)} certificates; give the signer's alone and the rest with --chain"
@@ -61,15 +60,25 @@ def describe(cert: x509.Certificate) -> str:
 
 @dataclass(frozen=True)
 class Purpose:
-    """The extended key usage a leaf must carry, and whether RFC 3161's 'critical' applies."""
+    """The extended key usage a leaf must carry; for RFC 3161 also 'critical' and 'only'."""
 
     name: str
     oid: x509.ObjectIdentifier
     critical: bool = False
+    #: RFC 3161 section 2.3: the TSA certificate has this usage and no other.
+    exclusive: bool = False
+    #: keyUsage bits of which the leaf needs one when it carries keyUsage at all.
+    key_usages: tuple[str, ...] = ("digital_signature",)
 
 
 CODE_SIGNING = Purpose("codeSigning", ExtendedKeyUsageOID.CODE_SIGNING)
-TIME_STAMPING = Purpose("timeStamping", ExtendedKeyUsageOID.TIME_STAMPING, critical=True)
+TIME_STAMPING = Purpose(
+    "timeStamping",
+    ExtendedKeyUsageOID.TIME_STAMPING,
+    critical=True,
+    exclusive=True,
+    key_usages=("digital_signature", "content_commitment"),
+)
 
 
 def usage_problem(cert: x509.Certificate, purpose: Purpose) -> str | None:
@@ -80,12 +89,65 @@ def usage_problem(cert: x509.Certificate, purpose: Purpose) -> str | None:
         return f"certificate {describe(cert)!r} has no extendedKeyUsage; {purpose.name} is required"
     if purpose.oid not in extension.value:
         return f"certificate {describe(cert)!r} lacks the {purpose.name} extended key usage"
+    if purpose.exclusive and len(list(extension.value)) != 1:
+        others = ", ".join(_usage_name(oid) for oid in extension.value if oid != purpose.oid)
+        return (
+            f"certificate {describe(cert)!r}: {purpose.name} must be its only extended key "
+            f"usage (RFC 3161 section 2.3), it also has {others}"
+        )
     if purpose.critical and not extension.critical:
         return (
             f"certificate {describe(cert)!r}: its {purpose.name} extended key usage is not "
             "marked critical (RFC 3161 requires it)"
         )
     return None
+
+
+def _usage_name(oid: x509.ObjectIdentifier) -> str:
+    if oid == ANY_EXTENDED_KEY_USAGE:
+        return "anyExtendedKeyUsage"
+    name = oid._name
+    return oid.dotted_string if name == "Unknown OID" else name
+
+
+def leaf_problem(cert: x509.Certificate, purpose: Purpose) -> str | None:
+    """Why `cert` cannot be an end-entity signer (a CA, or a keyUsage without signing)."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is not None and constraints.ca:
+        return (
+            f"certificate {describe(cert)!r} is a CA certificate (basicConstraints CA:TRUE); "
+            "a CA may not sign as an end entity"
+        )
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if not any(getattr(usage, bit) for bit in purpose.key_usages):
+        wanted = " or ".join(_KEY_USAGE_NAMES[bit] for bit in purpose.key_usages)
+        return f"certificate {describe(cert)!r}: its keyUsage lacks {wanted}"
+    return None
+
+
+_KEY_USAGE_NAMES = {"digital_signature": "digitalSignature", "content_commitment": "nonRepudiation"}
+
+
+def ca_usage_problem(cert: x509.Certificate, purpose: Purpose) -> str | None:
+    """Why a CA may not issue for `purpose` (CA/B Forum code-signing profile: an EKU that
+    excludes it); None when it has no EKU, anyExtendedKeyUsage or the usage itself."""
+    try:
+        extension = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if purpose.oid in extension or ANY_EXTENDED_KEY_USAGE in extension:
+        return None
+    usages = ", ".join(_usage_name(oid) for oid in extension) or "none"
+    return (
+        f"CA {describe(cert)!r} may not issue {purpose.name} certificates: its extended key "
+        f"usage is {usages}"
+    )
 
 
 def validity_problem(cert: x509.Certificate, at: dt.datetime, role: str) -> str | None:
@@ -118,8 +180,10 @@ def check_signer_certificate(
             f"{where}: certificate {describe(cert)!r} does not match the public key of {key_name}",
             hint="use the certificate issued for this key",
         )
-    problem = usage_problem(cert, CODE_SIGNING) or validity_problem(
-        cert, now or dt.datetime.now(dt.UTC), "certificate"
+    problem = (
+        leaf_problem(cert, CODE_SIGNING)
+        or usage_problem(cert, CODE_SIGNING)
+        or validity_problem(cert, now or dt.datetime.now(dt.UTC), "certificate")
     )
     if problem:
         raise ConfigError(f"{where}: {problem}")

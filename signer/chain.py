@@ -1,7 +1,9 @@
 """Certificate paths: a leaf up to a trust root, at a given moment, for one extended key usage.
 
-Path building and the X.509 rules come from cryptography's verifier; in front of it, the
-common failures (expired, wrong usage) are checked one by one so the user reads the reason.
+Path building and the X.509 rules come from cryptography's verifier, with the CA/Browser Forum
+code-signing profile for intermediates plugged into its CA policy; in front of it, the common
+failures (expired, wrong usage) are checked one by one, and behind it a failed path is walked
+again so that the user reads which certificate broke it and why.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -23,20 +26,30 @@ from cryptography.x509.verification import (
 
 from signer.certificates import (
     Purpose,
+    ca_usage_problem,
     describe,
+    leaf_problem,
     load_certificates,
     usage_problem,
     validity_problem,
 )
 from signer.errors import ConfigError, VerificationError
 
+#: Longer chains than this are not built (cryptography's default is 8 as well).
+MAX_DEPTH = 8
+
 
 def load_trust_roots(path: Path, what: str) -> list[x509.Certificate]:
-    roots = load_certificates(path)
+    roots = load_certificates(path, what)
     for root in roots:
         if not _is_ca(root):
             raise ConfigError(f"{what} {path}: {describe(root)!r} is not a CA certificate")
     return roots
+
+
+def load_untrusted(path: Path, what: str) -> list[x509.Certificate]:
+    """Intermediates and leaves offered for path building: they confer no trust."""
+    return load_certificates(path, what)
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -48,7 +61,7 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 def check_usage(cert: x509.Certificate, purpose: Purpose) -> None:
     """The leaf's extended key usage, with the reason spelled out when it is wrong."""
-    problem = usage_problem(cert, purpose)
+    problem = leaf_problem(cert, purpose) or usage_problem(cert, purpose)
     if problem:
         raise VerificationError(problem)
 
@@ -59,6 +72,27 @@ def check_validity(cert: x509.Certificate, at: dt.datetime, role: str = "certifi
         raise VerificationError(problem)
 
 
+def _policies(purpose: Purpose) -> tuple[ExtensionPolicy, ExtensionPolicy]:
+    """(CA policy, leaf policy): web PKI rules for CAs, but EKU nested the code-signing way."""
+
+    def ca_usage(_policy: object, cert: x509.Certificate, ext: object) -> None:
+        problem = ca_usage_problem(cert, purpose) if ext is not None else None
+        if problem:
+            raise ValueError(problem)
+
+    def leaf_usage(_policy: object, _cert: x509.Certificate, ext: object) -> None:
+        if not isinstance(ext, x509.ExtendedKeyUsage) or purpose.oid not in ext:
+            raise ValueError(f"missing {purpose.name}")
+
+    ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(
+        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, ca_usage
+    )
+    leaf_policy = ExtensionPolicy.permit_all().require_present(
+        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, leaf_usage
+    )
+    return ca_policy, leaf_policy
+
+
 def validate_path(
     leaf: x509.Certificate,
     intermediates: Sequence[x509.Certificate],
@@ -66,30 +100,111 @@ def validate_path(
     *,
     at: dt.datetime,
     purpose: Purpose,
+    roots_name: str = "--trust-roots",
 ) -> list[x509.Certificate]:
     """The validated chain from `leaf` to one of `roots` at `at`; VerificationError otherwise."""
     check_usage(leaf, purpose)
     check_validity(leaf, at)
-
-    def usage_present(_policy: object, _cert: x509.Certificate, ext: object) -> None:
-        if not isinstance(ext, x509.ExtendedKeyUsage) or purpose.oid not in ext:
-            raise ValueError(f"missing {purpose.name}")
-
-    leaf_policy = ExtensionPolicy.permit_all().require_present(
-        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, usage_present
-    )
+    ca_policy, leaf_policy = _policies(purpose)
     verifier = (
         PolicyBuilder()
         .store(Store(list(roots)))
         .time(at)
-        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=leaf_policy)
+        .max_chain_depth(MAX_DEPTH)
+        .extension_policies(ca_policy=ca_policy, ee_policy=leaf_policy)
         .build_client_verifier()
     )
     try:
         return list(verifier.verify(leaf, list(intermediates)).chain)
     except PathError as exc:
-        detail = str(exc).removeprefix("validation failed: ")
+        try:
+            reason = explain(
+                leaf, intermediates, roots, at=at, purpose=purpose, roots_name=roots_name
+            )
+        except _UNREADABLE:  # a garbled certificate in the bag: the verifier's reason stands
+            reason = None
         raise VerificationError(
-            f"certificate {describe(leaf)!r} does not chain to a trusted root at "
-            f"{at.isoformat()} ({detail})"
+            reason
+            or f"certificate {describe(leaf)!r} does not chain to a trusted root at "
+            f"{at.isoformat()} ({_detail(str(exc))})"
         ) from None
+
+
+#: What cryptography raises for a certificate it loaded but cannot read a part of.
+_UNREADABLE = (ValueError, KeyError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension)
+
+
+def _detail(raw: str) -> str:
+    """cryptography's message without its framing ("validation failed: candidates ...")."""
+    text = raw.removeprefix("validation failed: ").removeprefix("candidates exhausted: ")
+    marker = "Python extension validator failed: ValueError: "
+    if marker in text:
+        return text.split(marker, 1)[1]
+    return text
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def explain(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    *,
+    at: dt.datetime,
+    purpose: Purpose,
+    roots_name: str,
+) -> str | None:
+    """Why no path leads from `leaf` to a root, walking issuers the way a person would; None
+    when the walk finds no single culprit (the verifier's own reason is shown then)."""
+    current, via = leaf, 0
+    seen_der: set[bytes] = {leaf.tbs_certificate_bytes}
+    while via < MAX_DEPTH:
+        anchors = [root for root in roots if _issued_by(current, root)]
+        if anchors:
+            problems = [_root_problem(root, at, purpose) for root in anchors]
+            if all(problems):
+                return f"no chain from {describe(leaf)!r} to a trusted root: {problems[0]}"
+            break  # a usable root is reached: the verifier's own reason is the precise one
+        parents = [
+            c
+            for c in intermediates
+            if c.tbs_certificate_bytes not in seen_der and _issued_by(current, c)
+        ]
+        if not parents:
+            path = "" if current is leaf else f" (through {describe(current)!r})"
+            if any(root.subject == current.issuer for root in roots):
+                return (
+                    f"no chain from {describe(leaf)!r} to a trusted root{path}: issuer "
+                    f"{current.issuer.rfc4514_string()!r} has the name of a certificate among "
+                    f"{roots_name}, but its signature does not verify with that one's key"
+                )
+            return (
+                f"no chain from {describe(leaf)!r} to a trusted root{path}: issuer "
+                f"{current.issuer.rfc4514_string()!r} is not among {roots_name}"
+            )
+        problems = [_ca_problem(parent, at, purpose) for parent in parents]
+        usable = [p for p, problem in zip(parents, problems, strict=True) if problem is None]
+        if not usable:
+            return f"no chain from {describe(leaf)!r} to a trusted root: {problems[0]}"
+        current = usable[0]
+        seen_der.add(current.tbs_certificate_bytes)
+        via += 1
+    else:
+        return f"no chain from {describe(leaf)!r} to a trusted root within {MAX_DEPTH} certificates"
+    return None
+
+
+def _root_problem(cert: x509.Certificate, at: dt.datetime, purpose: Purpose) -> str | None:
+    return validity_problem(cert, at, "trust root") or ca_usage_problem(cert, purpose)
+
+
+def _ca_problem(cert: x509.Certificate, at: dt.datetime, purpose: Purpose) -> str | None:
+    if not _is_ca(cert):
+        return f"issuer {describe(cert)!r} is not a CA certificate (basicConstraints)"
+    return validity_problem(cert, at, "intermediate CA") or ca_usage_problem(cert, purpose)

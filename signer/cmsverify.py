@@ -5,6 +5,7 @@ Every check raises VerificationError with its own reason; nothing here returns a
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from asn1crypto import algos, cms, core, parser, tsp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from signer.algorithms import (
@@ -21,6 +23,7 @@ from signer.algorithms import (
     RsaPadding,
     SignatureScheme,
     key_kind,
+    max_pss_salt_length,
     verify_signature,
 )
 from signer.certificates import describe
@@ -232,15 +235,11 @@ def scheme_of(message: SignedMessage, public_key: PublicKeyTypes, where: str) ->
         hash_name, padding = _RSA.get(name, digest_name), "pkcs1v15"
         ok = kind is KeyKind.RSA
     elif name == "rsassa_pss":
-        params = algorithm["parameters"]
-        hash_name, padding = params["hash_algorithm"]["algorithm"].native, "pss"
-        mgf_hash = params["mask_gen_algorithm"]["parameters"]["algorithm"].native
-        ok = (
-            kind is KeyKind.RSA
-            and mgf_hash == hash_name
-            and params["salt_length"].native
-            == (hashlib.new(hash_name).digest_size if hash_name in HASH_NAMES else -1)
-        )
+        hash_name, padding = _pss_hash(algorithm["parameters"], where), "pss"
+        ok = kind is KeyKind.RSA and isinstance(public_key, rsa.RSAPublicKey)
+        if ok and hash_name == digest_name:
+            salt = _pss_salt(algorithm["parameters"], public_key, hash_name, where)  # type: ignore[arg-type]
+            return SignatureScheme(kind, digest_name, padding, pss_salt_length=salt)
     elif name == "ed25519":
         ok = kind is KeyKind.ED25519
     else:
@@ -251,6 +250,55 @@ def scheme_of(message: SignedMessage, public_key: PublicKeyTypes, where: str) ->
             f"and {digest_name} digest"
         )
     return SignatureScheme(kind, digest_name, padding)
+
+
+def _pss_hash(params: algos.RSASSAPSSParams, where: str) -> str:
+    """The hash of RSASSA-PSS parameters, which MGF1 must use too (RFC 4055 section 3.1)."""
+    if not isinstance(params, algos.RSASSAPSSParams):
+        raise VerificationError(f"{where}: RSASSA-PSS without its parameters")
+    hash_name = str(params["hash_algorithm"]["algorithm"].native)
+    mgf = params["mask_gen_algorithm"]
+    if mgf["algorithm"].native != "mgf1" or mgf["parameters"]["algorithm"].native != hash_name:
+        raise VerificationError(f"{where}: RSASSA-PSS mask generation is not MGF1 with {hash_name}")
+    return hash_name
+
+
+def _pss_salt(
+    params: algos.RSASSAPSSParams, public_key: rsa.RSAPublicKey, hash_name: str, where: str
+) -> int:
+    """The declared salt length, if the key can hold it; the trailer field must be 1."""
+    if params["trailer_field"].native not in ("trailer_field_bc", 1):
+        raise VerificationError(
+            f"{where}: RSASSA-PSS trailerField {params['trailer_field'].native} is not 1 "
+            "(RFC 4055 section 3.1)"
+        )
+    salt = int(params["salt_length"].native)
+    longest = max_pss_salt_length(public_key, hash_name)
+    if not 0 <= salt <= longest:
+        raise VerificationError(
+            f"{where}: RSASSA-PSS salt length {salt} does not fit a {public_key.key_size}-bit "
+            f"key with {hash_name} (at most {longest})"
+        )
+    return salt
+
+
+def asn1_utc(value: object, field: str, where: str) -> dt.datetime:
+    """An ASN.1 UTCTime or GeneralizedTime as an aware UTC datetime; a time without 'Z'
+    (local, or with an offset, which DER forbids) or out of range is malformed."""
+    chosen = value.chosen if isinstance(value, core.Choice) else value
+    if not isinstance(chosen, core.UTCTime | core.GeneralizedTime):
+        raise VerificationError(f"{where}: {field} is not an ASN.1 time")
+    try:
+        raw = bytes(chosen.contents)
+        moment = chosen.native
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise VerificationError(f"{where}: malformed {field} ({_short(exc)})") from None
+    text = raw.decode("ascii", "replace")
+    if not isinstance(moment, dt.datetime) or moment.tzinfo is None or not raw.endswith(b"Z"):
+        raise VerificationError(
+            f"{where}: malformed {field} {text!r}: a UTC time ending in 'Z' is required"
+        )
+    return moment.astimezone(dt.UTC)
 
 
 def signed_attributes(message: SignedMessage, where: str) -> dict[str, object]:

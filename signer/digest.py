@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from signer.errors import ConfigError
+from signer.files import file_kind
 
 CHUNK = 1 << 20  # 1 MiB: large enough that per-read overhead vanishes, small enough for caches
 
@@ -39,7 +40,7 @@ def check_artifact(path: Path) -> int:
     if stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"{path}: is a directory, not an artifact (sign the files inside it)")
     if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{path}: is not a regular file")
+        raise ConfigError(f"{path}: is {file_kind(info.st_mode)}, not a regular file")
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{path}: cannot read artifact (permission denied)")
     return info.st_size
@@ -55,7 +56,12 @@ def digest_file(
     view = memoryview(buffer)
     total = 0
     try:
-        with open(path, "rb", buffering=0) as stream:
+        # O_NONBLOCK: a FIFO swapped in after check_artifact must not block the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ConfigError(f"{path}: is not a regular file")
+        with open(fd, "rb", buffering=0) as stream:
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(stream.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
             while n := stream.readinto(buffer):

@@ -17,6 +17,7 @@ from signer.atomic import write_all
 from signer.certificates import check_signer_certificate, fingerprint
 from signer.digest import ArtifactDigest, ProgressCallback, check_artifact, digest_file
 from signer.errors import ConfigError, VerificationError
+from signer.files import SIGNATURE_LIMIT, read_capped
 from signer.keys.base import RemoteKey
 from signer.timestamp import TimestampClient, TimestampToken, TsaSettings, token_attribute
 
@@ -189,10 +190,7 @@ def timestamp_signatures(
     """
     messages = []
     for path in signatures:
-        try:
-            der = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read signature ({exc.strerror})") from None
+        der = read_capped(path, what="signature", limit=SIGNATURE_LIMIT)
         try:
             messages.append((der, cmsverify.parse_signed_data(der, str(path))))
         except VerificationError as exc:

@@ -19,16 +19,19 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 from asn1crypto import cms, core, tsp
 from cryptography import x509
 from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
 
 from signer.certificates import TIME_STAMPING, describe
 from signer.chain import validate_path
 from signer.cmsverify import (
     TIMESTAMP_ATTRIBUTE,
+    asn1_utc,
     check_signing_certificate,
     content_digest,
     parse_signed_data,
@@ -36,6 +39,7 @@ from signer.cmsverify import (
     verify_signer_info,
 )
 from signer.errors import BackendUnavailableError, VerificationError
+from signer.redact import redact_url
 
 #: How far a TSA's genTime may stray from our clock around the request.
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -50,6 +54,8 @@ class TsaSettings:
 
     urls: tuple[str, ...]
     roots: tuple[x509.Certificate, ...]
+    #: Untrusted TSA certificates and intermediates, for tokens that do not carry them.
+    certs: tuple[x509.Certificate, ...] = ()
     timeout: float = 10.0
     retries: int = 2
     backoff: float = 0.5
@@ -111,8 +117,11 @@ def verify_token(
     where: str,
     nonce: int | None = None,
     window: tuple[dt.datetime, dt.datetime] | None = None,
+    certs: Sequence[x509.Certificate] = (),
 ) -> TimestampToken:
-    """Verify a TimeStampToken over `signed_value` (a signature value); raise with the reason."""
+    """Verify a TimeStampToken over `signed_value` (a signature value); raise with the reason.
+
+    `certs` are untrusted candidates for the TSA certificate and its intermediates."""
     message = parse_signed_data(token_der, where)
     encap = message.signed_data["encap_content_info"]
     if encap["content_type"].native != "tst_info" or message.econtent is None:
@@ -123,7 +132,7 @@ def verify_token(
         imprint = tst["message_imprint"]
         imprint_hash = imprint["hash_algorithm"]["algorithm"].native
         imprinted = imprint["hashed_message"].native
-        gen_time: dt.datetime = tst["gen_time"].native
+        gen_time = asn1_utc(tst["gen_time"], "genTime", where)
         token_nonce = tst["nonce"].native
         serial = int(tst["serial_number"].native)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -134,7 +143,7 @@ def verify_token(
         raise VerificationError(f"{where}: the token's message imprint is not over this signature")
     if nonce is not None and token_nonce != nonce:
         raise VerificationError(f"{where}: the token's nonce does not match the request's")
-    cert = signer_certificate(message, where)
+    cert = signer_certificate(message, where, certs)
     attrs = verify_signer_info(
         message,
         cert,
@@ -151,7 +160,14 @@ def verify_token(
                 f"{earliest.isoformat()} .. {latest.isoformat()}"
             )
     try:
-        validate_path(cert, message.certificates, roots, at=gen_time, purpose=TIME_STAMPING)
+        validate_path(
+            cert,
+            [*message.certificates, *certs],
+            roots,
+            at=gen_time,
+            purpose=TIME_STAMPING,
+            roots_name="--tsa-roots",
+        )
     except VerificationError as exc:
         raise VerificationError(f"{where}: TSA {exc.message}") from None
     return TimestampToken(
@@ -171,6 +187,7 @@ def verify_response(
     roots: Sequence[x509.Certificate],
     window: tuple[dt.datetime, dt.datetime],
     where: str,
+    certs: Sequence[x509.Certificate] = (),
 ) -> TimestampToken:
     """Check a TimeStampResp's status, then verify its token as `verify_token` does."""
     try:
@@ -193,7 +210,13 @@ def verify_response(
     if token_der is None:
         raise VerificationError(f"{where}: TSA granted the request but sent no token")
     return verify_token(
-        token_der, signed_value=signed_value, roots=roots, where=where, nonce=nonce, window=window
+        token_der,
+        signed_value=signed_value,
+        roots=roots,
+        where=where,
+        nonce=nonce,
+        window=window,
+        certs=certs,
     )
 
 
@@ -226,17 +249,18 @@ class TimestampClient:
         """A verified token over `signed_value` from the first TSA that gives one."""
         problems: list[str] = []
         for url in self.settings.urls:
+            shown = redact_url(url)
             with self._lock:
                 earlier = self._failed.get(url)
             if earlier is not None:  # it already failed in this batch: do not wait on it again
-                problems.append(f"{url}: {earlier}")
+                problems.append(f"{shown}: {earlier}")
                 continue
             try:
                 return self._stamp_at(url, signed_value, hash_name)
             except _TsaError as problem:
                 with self._lock:
                     self._failed.setdefault(url, problem.reason)
-                problems.append(f"{url}: {problem.reason}")
+                problems.append(f"{shown}: {problem.reason}")
         raise BackendUnavailableError(
             "no TSA issued a valid timestamp; nothing was written:\n"
             + "\n".join(f"  {line}" for line in problems)
@@ -275,6 +299,7 @@ class TimestampClient:
                     roots=self.settings.roots,
                     window=(started, dt.datetime.now(dt.UTC)),
                     where="response",
+                    certs=self.settings.certs,
                 )
             except VerificationError as exc:
                 # A wrong answer is not retried: a TSA that lies once is not asked again.
@@ -285,16 +310,18 @@ class TimestampClient:
                 tsa_subject=token.tsa_subject,
                 hash_name=token.hash_name,
                 serial=token.serial,
-                url=url,
+                url=redact_url(url),
             )
         raise _TsaError(f"{reason} ({attempts} attempt{'s' if attempts > 1 else ''})", retry=True)
 
     def _post(self, url: str, query: bytes) -> bytes:
         timeout = self.settings.timeout
+        target, auth = split_credentials(url)
         try:
             with self._session.post(
-                url,
+                target,
                 data=query,
+                auth=auth,
                 headers={"Content-Type": "application/timestamp-query"},
                 timeout=(min(timeout, 5.0), timeout),
                 stream=True,
@@ -316,6 +343,17 @@ class TimestampClient:
         if len(body) > MAX_RESPONSE_BYTES:
             raise _TsaError("answer too large to be a timestamp response", retry=False)
         return bytes(body)
+
+
+def split_credentials(url: str) -> tuple[str, HTTPBasicAuth | None]:
+    """The URL without its user information, and that information as HTTP Basic auth: the
+    password travels in a header, never in the request line or in any message."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return bare, HTTPBasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
 
 
 def token_attribute(token: TimestampToken) -> bytes:

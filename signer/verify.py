@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
 
 from signer.algorithms import HASH_NAMES
 from signer.certificates import CODE_SIGNING, describe, fingerprint
 from signer.chain import check_validity, validate_path
 from signer.cmsverify import (
     SignedMessage,
+    asn1_utc,
     check_signing_certificate,
     parse_signed_data,
     signer_certificate,
@@ -29,6 +31,7 @@ from signer.cmsverify import (
 )
 from signer.digest import digest_file
 from signer.errors import ConfigError, SignerError, VerificationError
+from signer.files import CRL_LIMIT, SIGNATURE_LIMIT, read_capped
 from signer.sign import SIGNATURE_SUFFIX
 from signer.timestamp import TimestampToken, verify_token
 
@@ -42,6 +45,8 @@ class Level(enum.Enum):
 class VerifyPolicy:
     trust_roots: Sequence[x509.Certificate]
     tsa_roots: Sequence[x509.Certificate] = ()
+    #: Untrusted TSA certificates and intermediates, for tokens that do not carry them.
+    tsa_certs: Sequence[x509.Certificate] = ()
     identities: Sequence[str] = ()
     at: dt.datetime | None = None
     require_timestamp: bool = False
@@ -64,6 +69,8 @@ class Verdict:
     signing_time: dt.datetime | None = None
     timestamp: TimestampToken | None = None
     digest: str | None = None
+    #: 1 for a verification failure, 2 for an input that is not a usable file at all.
+    exit_code: int = 0
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -111,6 +118,7 @@ def verify_artifact(artifact: Path, policy: VerifyPolicy) -> Verdict:
     except SignerError as exc:  # VerificationError, or a ConfigError about this artifact
         verdict.verified = False
         verdict.reason = exc.message
+        verdict.exit_code = exc.exit_code
     return verdict
 
 
@@ -119,16 +127,16 @@ def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
     where = str(verdict.signature)
     if not verdict.artifact.exists():
         raise VerificationError(f"{verdict.artifact}: artifact missing")
-    try:
-        der = verdict.signature.read_bytes()
-    except FileNotFoundError:
-        raise VerificationError(
-            f"{verdict.artifact}: unsigned ({verdict.signature} missing)"
-        ) from None
-    except OSError as exc:
-        raise VerificationError(f"{where}: cannot read signature ({exc.strerror})") from None
+    if not os.path.lexists(verdict.signature):
+        raise VerificationError(f"{verdict.artifact}: unsigned ({verdict.signature} missing)")
+    der = read_capped(verdict.signature, what="signature", limit=SIGNATURE_LIMIT)
     if not der:
         raise VerificationError(f"{where}: the signature file is empty")
+    if der.lstrip().startswith(b"-----BEGIN"):
+        raise VerificationError(
+            f"{where}: DER expected, this is PEM (convert it with `openssl cms -cmsout "
+            "-inform PEM -outform DER`)"
+        )
 
     message = parse_signed_data(der, where)
     encap = message.signed_data["encap_content_info"]
@@ -140,17 +148,14 @@ def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
     verdict.certificate_fingerprint = fingerprint(cert)
     if message.digest_name not in HASH_NAMES:  # refuse before hashing anything with it
         raise VerificationError(f"{where}: digest algorithm {message.digest_name} is not accepted")
-    try:
-        artifact_digest = digest_file(verdict.artifact, message.digest_name)
-    except ConfigError as exc:
-        raise VerificationError(exc.message) from None
+    artifact_digest = digest_file(verdict.artifact, message.digest_name)  # ConfigError: exit 2
     verdict.digest = f"{message.digest_name}:{artifact_digest.digest.hex()}"
     attrs = verify_signer_info(
         message, cert, content_digest=artifact_digest.digest, content_type="data", where=where
     )
     check_signing_certificate(attrs, cert, where, required=True)
-    claimed = getattr(attrs.get("signing_time"), "native", None)
-    verdict.signing_time = claimed if isinstance(claimed, dt.datetime) else None
+    claimed = attrs.get("signing_time")
+    verdict.signing_time = None if claimed is None else asn1_utc(claimed, "signingTime", where)
 
     verdict.timestamp = _trusted_timestamp(message, policy, judge, where)
     if verdict.timestamp is None and policy.require_timestamp:
@@ -196,6 +201,7 @@ def _trusted_timestamp(
                     signed_value=message.signature,
                     roots=policy.tsa_roots,
                     where=f"timestamp {index + 1}",
+                    certs=policy.tsa_certs,
                 )
             )
         except VerificationError as exc:
@@ -206,34 +212,96 @@ def _trusted_timestamp(
     return min(good, key=lambda token: token.gen_time)
 
 
-def _identity_names(cert: x509.Certificate) -> set[str]:
-    names = {cert.subject.rfc4514_string()}
-    try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
-    except x509.ExtensionNotFound:
-        return names
-    for kind in (x509.RFC822Name, x509.DNSName, x509.UniformResourceIdentifier):
-        names.update(str(value) for value in san.get_values_for_type(kind))  # type: ignore[attr-defined]
-    return names
+IdentityKind = Literal["subject", "email", "dns", "uri"]
+_PREFIXES: tuple[IdentityKind, ...] = ("subject", "email", "dns", "uri")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One allowed signer: a subject DN or one typed subjectAltName, in comparable form."""
+
+    kind: IdentityKind
+    value: str
+    text: str
 
 
 #: Unescaped spaces beside an RDN separator: RFC 4514 has none there, people write them.
 _SPACE_AROUND_SEPARATOR = re.compile(r"(?<!\\)\s+(?=[,+])|(?<=[,+])(?<!\\[,+])\s+")
 
 
+def _subject_form(text: str) -> str | None:
+    """The RFC 4514 normal form of a DN; None when `text` is not one."""
+    try:  # "CN=a, O=b" and "CN=a,O=b" name the same subject
+        name = x509.Name.from_rfc4514_string(_SPACE_AROUND_SEPARATOR.sub("", text.strip()))
+    except ValueError:
+        return None
+    return name.rfc4514_string() if len(name) else None
+
+
+def _email_form(text: str) -> str | None:
+    """local@domain with the domain in lower case (the local part is case-sensitive)."""
+    local, at, domain = text.rpartition("@")
+    if not at or not local or not domain or any(c.isspace() for c in text):
+        return None
+    return f"{local}@{domain.lower()}"
+
+
+def _dns_form(text: str) -> str | None:
+    name = text.strip().rstrip(".").lower()
+    return name if name and all(part for part in name.split(".")) and "@" not in name else None
+
+
+def parse_identity(text: str) -> Identity:
+    """`subject:DN`, `email:ADDR`, `dns:NAME`, `uri:URI`, or a bare DN (the subject, as before)."""
+    prefix, colon, rest = text.partition(":")
+    bare = not (colon and prefix.lower() in _PREFIXES)
+    kind: IdentityKind = "subject" if bare else prefix.lower()  # type: ignore[assignment]
+    body = text if bare else rest
+    if kind == "subject":
+        value = _subject_form(body)
+    elif kind == "email":
+        value = _email_form(body)
+    elif kind == "dns":
+        value = _dns_form(body)
+    else:
+        value = body if body and body == body.strip() else None
+    if value is None:
+        if bare:
+            raise ConfigError(
+                f"--identity {text!r}: not an RFC 4514 subject DN",
+                hint="write subject:CN=...,O=..., email:ADDRESS, dns:NAME or uri:URI",
+            )
+        raise ConfigError(f"--identity {text!r}: not a valid {kind} value")
+    return Identity(kind, value, text)
+
+
+def parse_identities(texts: Sequence[str]) -> list[Identity]:
+    return [parse_identity(text) for text in texts]
+
+
+def _identity_names(cert: x509.Certificate) -> set[tuple[str, str]]:
+    """The certificate's names, each tagged with its kind so that kinds never cross-match."""
+    names: set[tuple[str, str]] = {("subject", cert.subject.rfc4514_string())}
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return names
+    for value in san.get_values_for_type(x509.RFC822Name):
+        if (email := _email_form(value)) is not None:
+            names.add(("email", email))
+    for value in san.get_values_for_type(x509.DNSName):
+        if (dns := _dns_form(value)) is not None:
+            names.add(("dns", dns))
+    for value in san.get_values_for_type(x509.UniformResourceIdentifier):
+        names.add(("uri", value))
+    return names
+
+
 def _check_identity(cert: x509.Certificate, identities: Sequence[str], where: str) -> None:
     if not identities:
         return
-    names = _identity_names(cert)
-    wanted = set()
-    for identity in identities:
-        wanted.add(identity)
-        try:  # "CN=a, O=b" and "CN=a,O=b" name the same subject
-            compact = _SPACE_AROUND_SEPARATOR.sub("", identity)
-            wanted.add(x509.Name.from_rfc4514_string(compact).rfc4514_string())
-        except ValueError:
-            pass
-    if not names & wanted:
+    wanted = {(identity.kind, identity.value) for identity in parse_identities(identities)}
+    if not _identity_names(cert) & wanted:
         raise VerificationError(
             f"{where}: signer {describe(cert)!r} is not an allowed identity "
             f"(allowed: {', '.join(identities)})"
@@ -290,10 +358,7 @@ def _reason(revoked: x509.RevokedCertificate) -> x509.ReasonFlags | None:
 
 
 def load_crl(path: Path) -> x509.CertificateRevocationList:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"--crl {path}: cannot read ({exc.strerror})") from None
+    data = read_capped(path, what="--crl", limit=CRL_LIMIT)
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_crl(data)

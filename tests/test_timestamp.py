@@ -78,7 +78,7 @@ def test_failover_to_the_next_tsa(
         ("slow", "timed out after 1 s"),
         ("wrong_nonce", "nonce does not match"),
         ("wrong_imprint", "message imprint is not over this signature"),
-        ("untrusted", "does not chain to a trusted root"),
+        ("untrusted", "signature does not verify with that one's key"),
         ("no_eku", "has no extendedKeyUsage; timeStamping is required"),
         ("noncritical_eku", "not marked critical"),
         ("expired", "had expired"),

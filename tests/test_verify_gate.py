@@ -631,7 +631,14 @@ TAMPERS = [
         resigned_by_another_key_under_the_same_name,
         ("the signing certificate attribute names another certificate",),
     ),
-    Tamper("untrusted root", untrusted_root, ("does not chain to a trusted root",)),
+    Tamper(
+        "untrusted root",
+        untrusted_root,
+        (
+            "no chain from 'CN=Sealgate test signer ec256",
+            "has the name of a certificate among --trust-roots, but its signature does not verify",
+        ),
+    ),
     Tamper(
         "certificate without codeSigning",
         certificate_without_code_signing,
@@ -668,12 +675,12 @@ TAMPERS = [
     Tamper(
         "token from an untrusted TSA",
         token_from_untrusted_tsa,
-        ("timestamp not accepted", "TSA certificate", "does not chain to a trusted root"),
+        ("timestamp not accepted", "TSA no chain from", "to a trusted root", "--tsa-roots"),
     ),
     Tamper(
         "TSA root not trusted by the gate",
         tsa_root_not_trusted_by_the_gate,
-        ("timestamp not accepted", "TSA certificate", "does not chain to a trusted root"),
+        ("timestamp not accepted", "TSA no chain from", "to a trusted root", "--tsa-roots"),
     ),
     Tamper(
         "TSA certificate without timeStamping",
@@ -891,12 +898,17 @@ def test_identity_matches_the_san_email(gate: Gate) -> None:
     gate.p7s.unlink()
     gate.sign("--cert", pem)
 
-    result = _run_ok(gate.verify("--identity", "release-bot@example.com", gate.artifact))
+    result = _run_ok(gate.verify("--identity", "email:release-bot@example.com", gate.artifact))
     assert "signer 'CN=Sealgate release bot,O=Sealgate local PKI'" in result.stdout
-    result = gate.verify("--identity", "someone@example.com", gate.artifact)
+    result = gate.verify("--identity", "email:someone@example.com", gate.artifact)
     assert result.returncode == 1
     line = _failed_line(result.stdout, gate.artifact)
-    assert "is not an allowed identity (allowed: someone@example.com)" in line
+    assert "is not an allowed identity (allowed: email:someone@example.com)" in line
+    # a bare value is a subject DN (as before); one that is not a DN is a usage error
+    result = gate.verify("--identity", "release-bot@example.com", gate.artifact)
+    assert result.returncode == 2
+    assert "not an RFC 4514 subject DN" in result.stderr
+    assert "email:ADDRESS" in result.stderr
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,9 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sealgate.errors import SealgateError
+from sealgate.options import add_tsa_certs_option, tsa_certs
 from sealgate.output import emit_json
 from signer.chain import load_trust_roots
-from signer.verify import Level, Verdict, VerifyPolicy, load_crl, verify_artifact
+from signer.verify import (
+    Level,
+    Verdict,
+    VerifyPolicy,
+    load_crl,
+    parse_identities,
+    verify_artifact,
+)
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +46,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=os.environ.get("SEALGATE_TSA_ROOTS"),
         help="trust anchors (PEM) for timestamp authorities",
     )
+    add_tsa_certs_option(parser)
     parser.add_argument(
         "--require-timestamp", action="store_true", help="refuse signatures without a trusted token"
     )
@@ -45,7 +54,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--identity",
         action="append",
         default=[],
-        help="allowed signer: RFC 4514 subject or a subjectAltName (e-mail, DNS, URI); repeatable",
+        metavar="[subject:|email:|dns:|uri:]VALUE",
+        help="allowed signer: subject:CN=..,O=.. (a bare value is a subject DN), email:ADDR, "
+        "dns:NAME or uri:URI, each matched only against names of its own kind; repeatable",
     )
     parser.add_argument("--at", help="judge validity at this ISO 8601 time instead of now")
     parser.add_argument(
@@ -77,9 +88,11 @@ def parse_time(text: str) -> dt.datetime:
 def policy_from(args: argparse.Namespace) -> VerifyPolicy:
     if args.trust_roots is None:
         raise SealgateError("--trust-roots is required (or set SEALGATE_TRUST_ROOTS)")
+    parse_identities(args.identity)  # a malformed --identity is a usage error (exit 2) now
     return VerifyPolicy(
         trust_roots=load_trust_roots(Path(args.trust_roots), "--trust-roots"),
         tsa_roots=load_trust_roots(Path(args.tsa_roots), "--tsa-roots") if args.tsa_roots else (),
+        tsa_certs=tsa_certs(args),
         identities=args.identity,
         at=parse_time(args.at) if args.at else None,
         require_timestamp=args.require_timestamp,
@@ -108,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         for verdict in verdicts:
             print(describe(verdict))
         print(f"{len(verdicts) - len(failed)} verified, {len(failed)} failed")
-    return 1 if failed else 0
+    # 2 when a file was unusable (a FIFO, a device, oversized); 1 for a verification failure
+    return max((v.exit_code for v in failed), default=0)
 
 
 def describe(verdict: Verdict) -> str:

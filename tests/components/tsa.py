@@ -71,6 +71,8 @@ Mode = Literal[
     "no_token",  # status granted, but no timeStampToken
     "no_cert",  # a valid token that carries no certificate (certReq forced false)
     "fail_then_ok",  # HTTP 503 for the first `failures` requests, then good
+    "chained",  # a public-TSA-style chain: root -> timeStamping intermediate -> TSA leaf
+    "chained_no_certs",  # the same TSA, its token carrying no certificate (certReq forced false)
 ]
 MODES: tuple[Mode, ...] = get_args(Mode)
 
@@ -113,9 +115,16 @@ class TsaPki:
     noncritical_eku: TsaSigner  # EKU timeStamping, not critical
     untrusted: TsaSigner  # EKU timeStamping (critical), issued by untrusted_root
     expired: TsaSigner  # EKU timeStamping (critical), validity ended 30 days ago
+    #: Like IdenTrust's "TrustID Timestamping CA 3": an intermediate CA whose EKU is
+    #: timeStamping, under root; `chained` is the TSA leaf it issued (chain = intermediate).
+    intermediate: x509.Certificate
+    intermediate_pem: Path
+    chained: TsaSigner
+    #: `intermediate_pem` + the leaf: what a user passes as --tsa-certs for chained_no_certs.
+    chained_certs_pem: Path
 
     def signer(self, name: str) -> TsaSigner:
-        """A signer by name (good, rsa, no_eku, noncritical_eku, untrusted, expired)."""
+        """A signer by name (good, rsa, no_eku, noncritical_eku, untrusted, expired, chained)."""
         signer = getattr(self, name)
         if not isinstance(signer, TsaSigner):
             raise KeyError(name)
@@ -144,7 +153,7 @@ def _make_root(name: x509.Name, now: dt.datetime) -> tuple[x509.Certificate, _Pr
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=False,
@@ -163,6 +172,50 @@ def _make_root(name: x509.Name, now: dt.datetime) -> tuple[x509.Certificate, _Pr
         .sign(key, hashes.SHA256())
     )
     return cert, key
+
+
+def _make_intermediate(
+    name: x509.Name,
+    issuer: tuple[x509.Certificate, _PrivateKey],
+    now: dt.datetime,
+    eku: list[x509.ObjectIdentifier] | None,
+) -> tuple[x509.Certificate, _PrivateKey]:
+    """A CA under `issuer`; `eku` None leaves out extendedKeyUsage (the CA/B Forum profiles
+    allow an intermediate's EKU to constrain what it issues)."""
+    issuer_cert, issuer_key = issuer
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1825))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    )
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256()), key
 
 
 def _make_signer(
@@ -269,6 +322,27 @@ def make_tsa_pki(directory: Path) -> TsaPki:
         + _config_section(SECTION_ESS_V1, "sha1")
     )
     start, end = now - dt.timedelta(days=1), now + dt.timedelta(days=365)
+    intermediate = _make_intermediate(
+        _name("Sealgate Test Timestamping CA 3"),
+        root,
+        now,
+        [ExtendedKeyUsageOID.TIME_STAMPING],
+    )
+    intermediate_pem = directory / "tsa-intermediate.pem"
+    intermediate_pem.write_bytes(intermediate[0].public_bytes(serialization.Encoding.PEM))
+    chained = _make_signer(
+        directory,
+        "chained",
+        intermediate,
+        intermediate_pem,
+        eku=True,
+        not_before=start,
+        not_after=end,
+    )
+    chained_certs_pem = directory / "tsa-chained-certs.pem"
+    chained_certs_pem.write_bytes(
+        intermediate_pem.read_bytes() + chained.certificate.public_bytes(serialization.Encoding.PEM)
+    )
     return TsaPki(
         directory=directory,
         root_pem=root_pem,
@@ -313,6 +387,10 @@ def make_tsa_pki(directory: Path) -> TsaPki:
             not_before=now - dt.timedelta(days=60),
             not_after=now - dt.timedelta(days=30),
         ),
+        intermediate=intermediate[0],
+        intermediate_pem=intermediate_pem,
+        chained=chained,
+        chained_certs_pem=chained_certs_pem,
     )
 
 
@@ -521,8 +599,10 @@ class LocalTsa:
         self.errors: list[str] = []
         #: The certificate that signs this TSA's tokens (None for modes that send no token).
         self.signer: TsaSigner | None = pki.good
-        if mode in {"rsa", "untrusted", "no_eku", "noncritical_eku", "expired"}:
+        if mode in {"rsa", "untrusted", "no_eku", "noncritical_eku", "expired", "chained"}:
             self.signer = pki.signer(mode)
+        elif mode == "chained_no_certs":
+            self.signer = pki.chained
         elif mode in {"refuse", "garbage", "http_error", "rejection", "no_token"}:
             self.signer = None
         self._lock = threading.Lock()
@@ -640,7 +720,7 @@ class LocalTsa:
 
     def _rewrite(self, query: bytes) -> bytes:
         """The query openssl really answers: nonce, imprint or certReq altered by the mode."""
-        if self.mode not in {"wrong_nonce", "wrong_imprint", "no_cert"}:
+        if self.mode not in {"wrong_nonce", "wrong_imprint", "no_cert", "chained_no_certs"}:
             return query
         try:
             req = tsp.TimeStampReq.load(query, strict=True)
