@@ -199,13 +199,21 @@ class OpenPgpKeyring:
     that the signature names as issuer.  Copies of the same certificate are merged,
     so a revocation carried by either copy applies.
 
+    Before pysequoia sees a signature, :func:`read_signature_packet` refuses what is never
+    valid on a commit or tag: more than one packet, v3 packets, signature types other than
+    binary data (0x00; a text-mode 0x01 signature also fits the payload with other line
+    ends), MD5/SHA-1/RIPEMD-160 whatever date they claim (sequoia accepts SHA-1 dated
+    before 2023, and the date is the signer's), unknown armor headers and data after the
+    armor.  Any revocation of the certificate or of the signing subkey voids every
+    signature, whatever its reason or date, for the same reason.
+
     What pysequoia enforces (sequoia's StandardPolicy, judged at the signature's
     creation time): the signing (sub)key must be validly bound, signing-capable and
     not expired then, so a signature made while the key was valid stays valid after
-    it expires (tested); a revoked certificate is refused (tested with gpg's default,
-    "hard" revocation, which voids older signatures too).  Per sequoia's policy, weak
-    hashes (MD5, SHA-1 data signatures), too-weak algorithms and signatures dated in
-    the future are refused as well; all of it surfaces as one :class:`SignatureError`.
+    it expires (tested).  Expiry is therefore no defence against the key's holder, who
+    can date a signature back; retiring a key is done by removing it from the policy,
+    which follows the commit graph.  Too-weak algorithms and signatures dated in the
+    future are refused as well; all of it surfaces as one :class:`SignatureError`.
     """
 
     def __init__(self, keys: Iterable[OpenPgpKey]) -> None:
@@ -453,8 +461,10 @@ def _dearmor_signature(data: bytes) -> bytes:
         raise _MalformedError("data after the END PGP SIGNATURE line")
     pos = 1
     while pos < end and lines[pos]:
-        name, sep, _value = lines[pos].partition(b": ")
-        if not sep or name.lower() not in _ARMOR_HEADERS:
+        name, sep, _value = lines[pos].partition(b":")
+        if not sep:
+            raise _MalformedError("armor header line without ':' (no blank line before the body?)")
+        if name.lower() not in _ARMOR_HEADERS:
             shown = name[:40].decode("ascii", "replace")
             raise _MalformedError(
                 f"unknown armor header {shown!r} (allowed: Version, Comment, Charset)"
@@ -658,7 +668,7 @@ def read_signature_packet(signature: bytes) -> SignaturePacket:
 
     Raises only :class:`SignatureError` (malformed) or :class:`UnsupportedSignatureError`.
     """
-    data = bytes(signature)
+    data = signature.encode("utf-8", "replace") if isinstance(signature, str) else bytes(signature)
     if len(data) > MAX_SIGNATURE_BYTES:
         raise SignatureError(
             f"malformed OpenPGP signature: {len(data)} bytes, more than {MAX_SIGNATURE_BYTES}"
