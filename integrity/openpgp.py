@@ -238,8 +238,14 @@ class OpenPgpKeyring:
         self._revoked: set[str] = set()  # primary fingerprints of revoked certificates
         for key in merged.values():
             primary = key.fingerprint.lower()
-            self._parts[primary] = _components(key.cert)
-            if key.cert.is_revoked:
+            try:
+                self._parts[primary] = _components(key.cert)
+                revoked = bool(key.cert.is_revoked)
+            except _NEVER_WRAP:
+                raise
+            except BaseException as exc:
+                raise InputError(f"cannot read {key.fingerprint}: {_first_line(exc)}") from None
+            if revoked:
                 self._revoked.add(primary)
             for part in self._parts[primary]:
                 self._by_fpr.setdefault(part.fingerprint, []).append(key)

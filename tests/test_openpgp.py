@@ -678,8 +678,39 @@ def test_v4_eddsa_signature_with_zero_padded_values_verifies(world: World, tmp_p
     ring = OpenPgpKeyring([world.alice])
     for declared in ([256, 256], [264, 264]):
         padded = pad_mpis(binary, declared)
+        if declared[0] == 264:  # a whole zero byte in front: pysequoia alone refuses it
+            with pytest.raises(BaseException, match="Not a signature"):
+                pysequoia.Sig.from_bytes(padded)
         assert ring.verify(padded, world.alice_commit.payload) == world.alice
         assert ring.verify(armor(padded), world.alice_commit.payload) == world.alice
+
+
+def test_v4_ecdsa_signature_with_zero_padded_values_verifies(tmp_path: Path) -> None:
+    """ECDSA (NIST P-256) r and s padded to 264 bits: Sealgate and GnuPG both accept them."""
+    home = tmp_path / "gnupg-ecdsa"
+    home.mkdir(mode=0o700)
+    payload = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\necdsa\n"
+    try:
+        fpr = _new_key(
+            home, "Ec <ec@example.com>", "nistp256", "sign", "never", faked="20250101T000000"
+        )
+        ring = OpenPgpKeyring([load_openpgp_key(_public(home, fpr), where="ec.asc")])
+        binary = bytes(
+            pysequoia.Sig.from_bytes(
+                _detached(home, fpr, payload, "20250601T000000", tmp_path).signature
+            )
+        )
+        assert packet_body(binary)[2] == 19  # ECDSA
+        padded = pad_mpis(binary, [264, 264])
+        with pytest.raises(BaseException, match="Not a signature"):
+            pysequoia.Sig.from_bytes(padded)
+        assert ring.verify(armor(padded), payload).fingerprint == fpr.upper()
+        assert f"VALIDSIG {fpr.upper()}" in gpg_verify(home, padded, payload, tmp_path)
+        with pytest.raises(SignatureError, match="does not verify"):
+            ring.verify(padded, payload + b"x")
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], check=False,
+                       env={**os.environ, "GNUPGHOME": str(home)})  # fmt: skip
 
 
 def test_mpi_declaring_fewer_bits_than_it_holds_is_malformed(world: World) -> None:
