@@ -82,6 +82,20 @@ def test_honest_submodule_passes(tmp_path: Path) -> None:
     assert _tree(repo, "--submodules", "prove")[0] == 0
 
 
+def test_submodule_read_from_the_superprojects_modules_store(tmp_path: Path) -> None:
+    """Without its `.git` file the submodule is proven from `.git/modules/sub`; pointed at
+    another repository, that repository's objects are re-hashed and prove nothing false."""
+    repo = _with_submodule(tmp_path)
+    (repo.path / "sub/.git").unlink()
+    code, out = _tree(repo)
+    assert code == 0, out
+    other = _library(tmp_path / "other")
+    (repo.path / "sub/.git").write_text(f"gitdir: {other.path / '.git'}\n")
+    code, out = _tree(repo)
+    assert code == 1
+    assert "submodule sub: not proven (commit " in out and "not in its repository)" in out
+
+
 def test_edited_file_in_a_submodule_whose_head_is_unchanged(tmp_path: Path) -> None:
     """The old proof asked the submodule `rev-parse HEAD`: an uncommitted edit passed it."""
     repo = _with_submodule(tmp_path)
