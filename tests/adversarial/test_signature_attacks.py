@@ -567,8 +567,11 @@ def test_ssh_key_type_confusion(ssh: Ssh, tmp_path: Path) -> None:
     assert verify_sshsig(_keygen_sign(ssh.ed_key, PAYLOAD, tmp_path), PAYLOAD) == ed_pub
     ed = _ed_private(ssh)
     for claimed in (b"rsa-sha2-512", b"ssh-rsa", b"ecdsa-sha2-nistp256"):
-        forged = _sshsig(ed_pub.blob, lambda d, c=claimed: _ssh_string(c) + _ssh_string(ed.sign(d)),
-                         PAYLOAD)  # fmt: skip
+
+        def inner(data: bytes, kind: bytes = claimed) -> bytes:
+            return _ssh_string(kind) + _ssh_string(ed.sign(data))
+
+        forged = _sshsig(ed_pub.blob, inner, PAYLOAD)
         _ssh_refused(
             forged, f"signature type {claimed.decode()} does not match key type ssh-ed25519"
         )
