@@ -248,19 +248,27 @@ def _walk(
     stack = [("", root)]
     while stack:
         prefix, directory = stack.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name == ".git" and prefix == "":
-                    continue
-                relative = f"{prefix}{entry.name}"
+        try:
+            listing = list(os.scandir(directory))
+        except OSError as exc:  # unreadable, or too deep a path: nothing below can be proven
+            raise InputError(
+                f"{display_path(prefix or '.')}: cannot list ({exc.strerror})"
+            ) from None
+        for entry in listing:
+            if entry.name == ".git" and prefix == "":
+                continue
+            relative = f"{prefix}{entry.name}"
+            try:
                 info = entry.stat(follow_symlinks=False)
-                if stat.S_ISDIR(info.st_mode):
-                    if relative in gitlinks or entry.name == ".git":
-                        found[relative] = info
-                    elif not skip_dir(relative + "/"):
-                        stack.append((relative + "/", Path(entry.path)))
-                else:
+            except FileNotFoundError:
+                continue  # gone since the listing: a tracked path is then reported missing
+            if stat.S_ISDIR(info.st_mode):
+                if relative in gitlinks or entry.name == ".git":
                     found[relative] = info
+                elif not skip_dir(relative + "/"):
+                    stack.append((relative + "/", Path(entry.path)))
+            else:
+                found[relative] = info
     return found
 
 
@@ -374,7 +382,12 @@ class _Proof:
             entry = entries.get(path)
             mode = info.st_mode
             if stat.S_ISLNK(mode):
-                target = os.readlink(root / path).encode("utf-8", "surrogateescape")
+                try:
+                    target = os.readlink(root / path).encode("utf-8", "surrogateescape")
+                except OSError as exc:
+                    raise InputError(
+                        f"{display_path(prefix + path)}: cannot read ({exc.strerror})"
+                    ) from None
                 oid, _ = _blob_id(self.hash_name, len(target), [target], None)
                 found[path] = _Found(_LINK, oid)
             elif stat.S_ISREG(mode):
@@ -537,7 +550,7 @@ def _hash_files(
         try:
             oid, size = _blob_id(hash_name, info.st_size, None, root / path)
         except OSError as exc:
-            raise InputError(f"{path}: cannot read ({exc})") from None
+            raise InputError(f"{display_path(path)}: cannot read ({exc.strerror or exc})") from None
         mode = _EXEC if info.st_mode & stat.S_IXUSR else _FILE
         return path, _Found(mode, oid, size)
 
