@@ -205,7 +205,10 @@ def _submodule_paths(
         if isinstance(located, str):
             continue  # not proven: the tree proof reports it
         sub_store, tree = located
-        inner = _entries(sub_store, tree)
+        try:
+            inner = _entries(sub_store, tree)
+        except InputError:
+            continue  # its tree is missing: the tree proof reports it
         paths |= {f"{prefix}{path}/{p}" for p in inner}
         paths |= _submodule_paths(
             root / path, sub_store, inner, hash_name, f"{prefix}{path}/", depth + 1
