@@ -32,7 +32,7 @@ from integrity.commits import CommitChecker, Repository, load_cache, save_cache
 from integrity.errors import InputError, IntegrityError
 from integrity.gitobjects import git
 from integrity.policy import LinedDict, Policy, load_yaml
-from integrity.tree import prove_tree
+from integrity.tree import display_path, prove_tree
 from integrity.watch import watch_build
 from sealgate.attest import write_attestation
 from sealgate.errors import SealgateError
@@ -627,7 +627,10 @@ class Pipeline:
             submodules=self.config["submodules"],
         )
         stage.reasons = [d.line() for d in report.differences]
-        stage.annotations = [(d.path, f"{d.kind}: {d.detail}") for d in report.differences]
+        # quoted: a file name with a newline must not become a second workflow command line
+        stage.annotations = [
+            (display_path(d.path), f"{d.kind}: {d.detail}") for d in report.differences
+        ]
         stage.details = {
             "commit": report.commit,
             "expected_tree": report.expected_tree,
@@ -657,9 +660,13 @@ class Pipeline:
         )
         stage.reasons = [v.line() for v in report.violations]
         stage.reasons += [d.line() for d in report.tree.differences]
-        stage.annotations = [(v.path, f"changed during the build: {v.kind} at {v.time}")
-                             for v in report.violations]  # fmt: skip
-        stage.annotations += [(d.path, f"{d.kind}: {d.detail}") for d in report.tree.differences]
+        stage.annotations = [
+            (display_path(v.path), f"changed during the build: {v.kind} at {v.time}")
+            for v in report.violations
+        ]
+        stage.annotations += [
+            (display_path(d.path), f"{d.kind}: {d.detail}") for d in report.tree.differences
+        ]
         if report.build_exit != 0:
             stage.reasons.insert(0, f"the build exited with status {report.build_exit}")
         stage.details = {

@@ -360,6 +360,22 @@ def test_declared_outputs_and_caches_from_sealgate_yml(tmp_path: Path, hsm: HsmF
     assert (repo.path / "dist/app.bin.p7s").exists()
 
 
+def test_file_name_cannot_inject_a_workflow_command(tmp_path: Path, hsm: HsmFixture) -> None:
+    """The action prints `::error file=PATH,...`: a newline in PATH would start a new command."""
+    repo = _repo(tmp_path)
+    (repo.path / "x\n::add-mask::hidden").write_text("untracked\n")
+    report = tmp_path / "report.json"
+    result = sealgate(
+        "run", "--repo", repo.path, "--no-commits", "--no-verify", "--no-attest", "--report",
+        report, "--key", hsm.uri("ec256"), "--artifacts", "README.md", env=hsm.env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    stages = {stage["name"]: stage for stage in json.loads(report.read_text())["stages"]}
+    files = [a["file"] for a in stages["tree"]["annotations"]]
+    assert files == ['"x\\n::add-mask::hidden"']
+    assert 'tree: added "x\\n::add-mask::hidden": untracked and not ignored' in result.stdout
+
+
 # -- watch: hard links, renames, attributes, short-lived paths -------------------------------
 
 
