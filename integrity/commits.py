@@ -198,12 +198,13 @@ class CommitChecker:
         cached_oids = {key.partition(":")[0] for key in cache or {}}
         with SshPrecheck(self.repo, [e[0] for e in entries if e[0] not in cached_oids]) as ssh:
             self._ssh = ssh
-            states: dict[str, PolicyState] = {}
+            # the policies in force on a commit's lines: it must satisfy each of them
+            states: dict[str, list[PolicyState]] = {}
             verdicts: list[Verdict] = []
             for oid, *parents in entries:
-                parent_states = [states.get(p, self.base) for p in parents] or [self.base]
-                verdict, new_state = self._check_commit(oid, parents, parent_states, cache)
-                states[oid] = new_state
+                inherited = [s for p in parents for s in states.get(p, [self.base])]
+                distinct = list({s.policy.digest: s for s in inherited or [self.base]}.values())
+                verdict, states[oid] = self._check_commit(oid, parents, distinct, cache)
                 verdicts.append(verdict)
         self._ssh = None
         return verdicts
@@ -212,49 +213,51 @@ class CommitChecker:
         self,
         oid: str,
         listed_parents: list[str],
-        parent_states: list[PolicyState],
+        states: list[PolicyState],
         cache: dict[str, dict[str, object]] | None,
-    ) -> tuple[Verdict, PolicyState]:
-        first = parent_states[0]
+    ) -> tuple[Verdict, list[PolicyState]]:
+        """The verdict on one commit under every policy in force on its parents' lines, and
+        the policies in force for its children (one, once a valid policy change lands)."""
+        digest = states[0].policy.digest
         try:
             commit = self.repo.commit(oid)
         except MalformedObjectError as exc:
-            return Verdict(oid, "", "", False, exc.message, None, first.policy.digest), first
+            subject = self.repo.reader.read(oid)[1].partition(b"\n\n")[2].split(b"\n", 1)[0]
+            reason = exc.message
+            return Verdict(oid, "", subject.decode(errors="replace"), False, reason, None,
+                           digest), states  # fmt: skip
         if list(commit.parents) != listed_parents:
             raise InputError(f"commit {oid}: git lists other parents than the object holds")
-        distinct = list({state.policy.digest: state for state in parent_states}.values())
-        key = f"{oid}:{'+'.join(state.policy.digest for state in distinct)}"
+        key = f"{oid}:{'+'.join(state.policy.digest for state in states)}"
         verdict = _cached(cache, key, commit.author, commit.subject)
         try:
             own = self.repo.policy_entry(commit.tree)
             parent_trees: list[str | None] = [self.repo.tree_of(p) for p in commit.parents]
-            parent_trees = parent_trees or [None]
-            policy_changed = any(self.repo.policy_entry(t) != own for t in parent_trees)
+            policy_changed = any(self.repo.policy_entry(t) != own for t in parent_trees or [None])
             if verdict is None:
-                verdict = self._judge_everywhere(commit, distinct, policy_changed)
+                verdict = self._judge_everywhere(commit, states, policy_changed)
         except MalformedObjectError as exc:
-            verdict = Verdict(oid, commit.author, commit.subject, False, exc.message, None,
-                              first.policy.digest)  # fmt: skip
+            verdict = Verdict(oid, commit.author, commit.subject, False, exc.message, None, digest)
             policy_changed = False
         if cache is not None:
             cache[key] = asdict(verdict)
-        if not verdict.ok or self.fixed_policy:
-            return verdict, first if not self.fixed_policy else self.base
-        if not policy_changed and len(distinct) == 1:
-            return verdict, first
+        if self.fixed_policy:
+            return verdict, [self.base]
+        if not verdict.ok or not policy_changed:
+            return verdict, states
         try:
             policy = self.repo.policy_at(oid)
         except InputError as exc:
             verdict = Verdict(oid, commit.author, commit.subject, False,
                               f"the policy it commits is unusable: {exc.message}", verdict.signer,
-                              first.policy.digest)  # fmt: skip
+                              digest)  # fmt: skip
             if cache is not None:
                 cache[key] = asdict(verdict)
-            return verdict, first
-        for state in parent_states:  # the same policy as a parent's: keep that line's history
+            return verdict, states
+        for state in states:  # the same policy as a parent line's: keep that line's history
             if state.policy.digest == policy.digest:
-                return verdict, state
-        return verdict, PolicyState(policy, oid, first)
+                return verdict, [state]
+        return verdict, [PolicyState(policy, oid, states[0])]
 
     def _judge_everywhere(
         self, commit: Commit, states: list[PolicyState], policy_changed: bool

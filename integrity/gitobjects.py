@@ -262,6 +262,8 @@ def parse_commit(oid: str, raw: bytes) -> Commit:
             raise bad(f"duplicate parent {parent}")
         parents.append(parent)
         index += 1
+    if index < len(lines) and lines[index].startswith(b"tree "):
+        raise bad("a second `tree` line")
     if index >= len(lines) or not lines[index].startswith(b"author "):
         raise bad("`author` must follow the parents")
     author = lines[index][7:].decode(errors="replace").rsplit(" ", 2)[0]
