@@ -136,6 +136,8 @@ class _StrictLoader(yaml.SafeLoader):
             raise InputError(
                 f"{self.source} line {_line(node)}: a value longer than {YAML_MAX_SCALAR} characters"
             )
+        if any("\ud800" <= c <= "\udfff" for c in node.value):  # "\ud800" is valid YAML
+            raise InputError(f"{self.source} line {_line(node)}: an unpaired surrogate escape")
         return super().construct_scalar(node)
 
 
