@@ -30,7 +30,7 @@ import pathspec
 from integrity.attestation import CHECK_LEVEL, vsa_statement
 from integrity.commits import CommitChecker, Repository, load_cache, save_cache
 from integrity.errors import InputError, IntegrityError
-from integrity.gitobjects import git
+from integrity.gitobjects import git, refuse_grafts
 from integrity.policy import LinedDict, Policy, load_yaml
 from integrity.tree import display_path, prove_tree
 from integrity.watch import watch_build
@@ -369,6 +369,7 @@ def default_range(
     policy: a pusher can add their own key to it in an unsigned commit and sign a tag there.
     """
     env = os.environ if env is None else env
+    refuse_grafts(root)  # merge-base and the tag walk follow parents: no rewritten ones
     try:
         head = git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}").decode().strip()
     except IntegrityError:

@@ -927,6 +927,23 @@ def test_default_base_is_the_merge_base_with_the_protected_branch_not_a_shadowin
         default_range(repo.path, env={"GITHUB_BASE_REF": "gone"})
 
 
+def test_default_base_is_not_computed_through_grafts(
+    repo: Repo, people: dict[str, SshUser]
+) -> None:
+    """A graft could make HEAD's history skip commits on the way to the protected branch."""
+    base = repo.git("rev-parse", "base")
+    repo.git("update-ref", "refs/remotes/origin/main", base)
+    repo.git("checkout", "-q", "-b", "pr")
+    head = repo.commit_ssh(people["bob"], "bob")
+    graft = repo.path / ".git" / "info" / "grafts"
+    graft.parent.mkdir(exist_ok=True)
+    graft.write_text(f"{head}\n")
+    with pytest.raises(InputError, match=r"\.git/info/grafts rewrites history; remove it"):
+        default_range(repo.path, env={"GITHUB_BASE_REF": "main"})
+    graft.unlink()
+    assert default_range(repo.path, env={"GITHUB_BASE_REF": "main"})[0] == f"{base}..HEAD"
+
+
 @pytest.mark.parametrize("setting", ["range", "policy", "base_branch", "base-branch"])
 def test_the_range_and_policy_cannot_come_from_the_sealgate_yml_under_test(
     repo: Repo, setting: str
