@@ -1095,7 +1095,10 @@ class _Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def recorder() -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
-    handler = type("Recorder", (_Recorder,), {"seen": []})
+    class Handler(_Recorder):
+        seen: ClassVar[list[tuple[str, str | None]]] = []
+
+    handler = Handler
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
