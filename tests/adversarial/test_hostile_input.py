@@ -26,7 +26,7 @@ from signer.dsse import open_envelope
 from signer.errors import VerificationError
 from tests.components.gitrepo import Repo, SshUser, make_repo, ssh_user
 from tests.components.hsm import HsmFixture
-from tests.components.openbao import OpenBao, openbao_server
+from tests.components.openbao import OpenBao, free_port, openbao_server
 from tests.components.tsa import LocalTsa, TsaPki
 
 TIMEOUT = 60  # seconds: a command that blocks on a FIFO or reads /dev/zero never gets here
@@ -541,3 +541,44 @@ def test_the_vault_token_is_never_shown_when_the_server_refuses_it(
     _assert_no_secret(_outputs(ran, report, summary))
     assert ran.returncode == 2, ran.stdout + ran.stderr
     assert f"permission denied for transit key 'release' on {bao.address}" in ran.stdout
+
+
+def test_sign_json_with_a_credential_tsa_url_shows_it_nowhere(
+    tmp_path: Path, hsm: HsmFixture, tsa: LocalTsa, tsa_pki: TsaPki
+) -> None:
+    artifact = tmp_path / "app.bin"
+    artifact.write_bytes(b"the application\n")
+    result = _sealgate(
+        "sign", "--key", hsm.uri("ec256"), "--chain", hsm.chain_pem, "--tsa", _credential_tsa(tsa),
+        "--tsa-roots", tsa_pki.root_pem, "--json", artifact, env=hsm.env,
+    )  # fmt: skip
+    _assert_no_secret(_outputs(result))
+    assert result.returncode == 0, result.stdout + result.stderr
+    stamp = json.loads(result.stdout)["signed"][0]["timestamp"]
+    assert stamp["url"].startswith(tsa.url.split("://")[0]) and "token=REDACTED" in stamp["url"]
+
+
+def test_an_unreachable_credential_tsa_is_reported_without_its_credentials(
+    signed_repo: Repo, tmp_path: Path, hsm: HsmFixture, tsa_pki: TsaPki
+) -> None:
+    """The failure path: every retry and the final exit-3 line name the TSA, never its secret."""
+    dead = f"http://tsa-user:{TSA_PASSWORD}@127.0.0.1:{free_port()}/?token={TSA_TOKEN}"
+    artifact = signed_repo.path / "dist" / "app.bin"
+    signed = _sealgate(
+        "sign", "--key", hsm.uri("ec256"), "--chain", hsm.chain_pem, "--tsa", dead,
+        "--tsa-roots", tsa_pki.root_pem, "--tsa-retries", "0", "--json", artifact, env=hsm.env,
+    )  # fmt: skip
+    _assert_no_secret(_outputs(signed))
+    assert signed.returncode == 3, signed.stdout + signed.stderr
+    assert "127.0.0.1" in signed.stderr
+    report, summary = tmp_path / "report.json", tmp_path / "summary.md"
+    ran = _sealgate(
+        "run", "--repo", signed_repo.path, "--report", report, "--range", "base..HEAD",
+        "--artifacts", "dist/*", "--key", hsm.uri("ec256"), "--chain", hsm.chain_pem,
+        "--tsa", dead, "--tsa-roots", tsa_pki.root_pem, "--tsa-retries", "0",
+        "--trust-roots", hsm.root_pem, "--no-tree",
+        env={**hsm.env, "GITHUB_STEP_SUMMARY": str(summary)},
+    )  # fmt: skip
+    _assert_no_secret(_outputs(ran, report, summary))
+    assert ran.returncode == 3, ran.stdout + ran.stderr
+    assert json.loads(report.read_text())["stages"][3]["status"] == "failed"
