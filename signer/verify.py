@@ -331,6 +331,13 @@ def _check_revocation(
                     "does not verify with that CA's key"
                 )
                 continue
+            next_update = crl.next_update_utc
+            if next_update is not None and next_update < now:
+                # an old CRL may predate the revocation that matters: it proves nothing now
+                judge.soft(
+                    f"{where}: the CRL of {describe(issuer)!r} is out of date (nextUpdate "
+                    f"{next_update.isoformat()}, before {now.isoformat()}); fetch a current one"
+                )
             revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             if revoked is None:
                 continue

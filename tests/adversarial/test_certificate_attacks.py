@@ -1323,3 +1323,31 @@ def test_a_tsa_certificate_that_is_a_ca_is_refused(signed: tuple[Lab, Path]) -> 
         "timestamp not accepted",
         f"certificate {tsa.subject!r} is a CA certificate",
     )
+
+
+def _crl_file(path: Path, issuer: Issued, *, next_update: dt.datetime) -> Path:
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.cert.subject)
+        .last_update(next_update - dt.timedelta(days=7))
+        .next_update(next_update)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_an_out_of_date_crl_proves_nothing(lab: Lab) -> None:
+    """A CRL past its nextUpdate may predate the revocation: replaying it must not pass."""
+    root = make_root()
+    leaf = root.issue("Release signer", eku=[EKU.CODE_SIGNING])
+    lab.sign(leaf)
+    roots = pem(lab.tmp / "root.pem", root.cert)
+    stale = _crl_file(lab.tmp / "stale.crl", root, next_update=_now() - dt.timedelta(days=1))
+    assert_blocked(
+        lab.verify(roots, "--crl", stale),
+        f"the CRL of {root.subject!r} is out of date",
+        "fetch a current one",
+    )
+    current = _crl_file(lab.tmp / "current.crl", root, next_update=_now() + dt.timedelta(days=1))
+    assert_verified(lab.verify(roots, "--crl", current))
