@@ -338,15 +338,17 @@ class ObjectReader:
     def tree_entry(self, tree: str, path: str) -> str | None:
         """The object id at `path` below `tree`, or None when there is nothing there."""
         current = tree
-        for part in path.split("/"):
-            kind, data = self.read(current)
-            if kind != "tree":
+        parts = path.split("/")
+        for depth, part in enumerate(parts):
+            entry = self.tree(current).get(part.encode())
+            if entry is None:
                 return None
-            found = _find_in_tree(data, part.encode(), 20 if len(tree) == 40 else 32)
-            if found is None:
+            if depth == len(parts) - 1:
+                return entry[1]
+            if entry[0] & 0o170000 != TREE_MODE:
                 return None
-            current = found
-        return current
+            current = entry[1]
+        return None
 
     def changed_paths(self, new: str | None, old: str | None) -> set[str]:
         """Every path whose mode or content differs between two trees (None: the empty tree),
@@ -403,8 +405,10 @@ def parse_tree(oid: str, data: bytes) -> dict[bytes, tuple[int, str]]:
     position = 0
     try:
         while position < len(data):
-            space = data.index(b" ", position)
-            nul = data.index(b"\0", space)
+            space = data.find(b" ", position)
+            nul = data.find(b"\0", space + 1) if space >= 0 else -1
+            if nul < 0:
+                raise ValueError("a cut entry")
             mode, name = data[position:space], data[space + 1 : nul]
             raw_id = data[nul + 1 : nul + 1 + size]
             if len(raw_id) != size or not mode or set(mode) - set(b"01234567"):
@@ -419,16 +423,3 @@ def parse_tree(oid: str, data: bytes) -> dict[bytes, tuple[int, str]]:
     except ValueError as exc:
         raise MalformedObjectError(oid, f"tree object {oid} ({exc})") from None
     return entries
-
-
-def _find_in_tree(data: bytes, name: bytes, oid_size: int) -> str | None:
-    position = 0
-    while position < len(data):
-        space = data.index(b" ", position)
-        nul = data.index(b"\0", space)
-        entry_name = data[space + 1 : nul]
-        oid = data[nul + 1 : nul + 1 + oid_size]
-        if entry_name == name:
-            return oid.hex()
-        position = nul + 1 + oid_size
-    return None

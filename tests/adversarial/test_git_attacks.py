@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from integrity.errors import InputError
-from integrity.gitobjects import MalformedObjectError, ObjectReader, git, parse_commit
+from integrity.gitobjects import (
+    MalformedObjectError,
+    ObjectReader,
+    git,
+    parse_commit,
+    parse_tree,
+)
 from sealgate.errors import SealgateError
 from sealgate.pipeline import NO_TRUSTED_BASE, default_range, resolve_config
 from tests.components.cli import sealgate
@@ -429,6 +435,58 @@ def test_a_hand_written_tree_with_a_slash_in_a_name_is_malformed(
     code, report, _ = _commits(repo)
     assert code == 1
     assert str(_reasons(report)["slashed"]).startswith("malformed tree object")
+
+
+@pytest.mark.parametrize(
+    ("entries", "detail"),
+    [
+        ([b"100644 a", b"100644 a"], "duplicate entry b'a'"),
+        ([b"40000 .git"], "entry name b'.git'"),
+        ([b"40000 .GIT"], "entry name b'.GIT'"),
+        ([b"100644 .."], "entry name b'..'"),
+        ([b"100644 "], "entry name b''"),
+        ([b"10x644 a"], "a cut entry"),
+    ],
+)
+def test_tree_objects_git_would_refuse_are_malformed(entries: list[bytes], detail: str) -> None:
+    oid = "ab" * 20
+    data = b"".join(entry + b"\0" + bytes(20) for entry in entries)
+    with pytest.raises(MalformedObjectError) as refused:
+        parse_tree(oid, data)
+    assert refused.value.message == f"malformed tree object {oid} ({detail})"
+    for cut in (b"100644 a\0" + bytes(7), b"100644 a", b"100644"):
+        with pytest.raises(MalformedObjectError, match="a cut entry"):
+            parse_tree(oid, cut)
+    assert parse_tree(oid, b"040000 d\0" + bytes(20)) == {b"d": (0o040000, "00" * 20)}
+
+
+def test_a_sha256_repository_verifies_and_a_sha1_header_there_is_unsigned(
+    tmp_path: Path, people: dict[str, SshUser]
+) -> None:
+    repo = make_repo(tmp_path)
+    subprocess.run(["rm", "-rf", str(repo.path)], check=True)
+    subprocess.run(["git", "init", "-q", "--object-format=sha256", "-b", "main", str(repo.path)],
+                   env=repo.env, check=True)  # fmt: skip
+    repo.write(".sealgate/policy.yml", _base_policy(people, RULES))
+    repo.commit_ssh(people["alice"], "policy")
+    repo.git("tag", "base")
+    repo.write("deploy/run.sh", "alice deploys\n")
+    repo.commit_ssh(people["alice"], "alice deploys")
+    repo.write("deploy/run.sh", "bob deploys\n")
+    repo.commit_ssh(people["bob"], "bob deploys")
+    code, report, _ = _commits(repo)
+    assert code == 1
+    reasons = _reasons(report)
+    assert reasons["alice deploys"] is None
+    assert "needs role release-manager" in str(reasons["bob deploys"])
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    raw = _raw(repo, "HEAD")
+    assert b"\ngpgsig-sha256 " in raw
+    oid = _store(repo, raw.replace(b"\ngpgsig-sha256 ", b"\ngpgsig ", 1))
+    repo.git("update-ref", "refs/heads/main", oid)
+    code, report, _ = _commits(repo)
+    assert code == 1
+    assert _reasons(report)["alice deploys"] == "unsigned"
 
 
 # --- merges are judged against every parent ---------------------------------------------------
