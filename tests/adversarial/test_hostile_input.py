@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import integrity.archive_diff as archive_diff
 from signer.dsse import open_envelope
-from signer.errors import VerificationError
+from signer.errors import ConfigError, VerificationError
+from signer.keys.awskms import AwsKmsKey
 from tests.components.gitrepo import Repo, SshUser, make_repo, ssh_user
 from tests.components.hsm import HsmFixture
 from tests.components.openbao import OpenBao, free_port, openbao_server
@@ -591,3 +592,22 @@ def test_an_unreachable_credential_tsa_is_reported_without_its_credentials(
     _assert_no_secret(_outputs(ran, report, summary))
     assert ran.returncode == 3, ran.stdout + ran.stderr
     assert json.loads(report.read_text())["stages"][3]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://kms-user:{secret}@127.0.0.1:1", "http://127.0.0.1:1/?X-Amz-Security-Token={secret}"],
+)
+def test_an_aws_endpoint_carrying_credentials_is_refused_without_echoing_them(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str
+) -> None:
+    secret = "aws-Endpoint-secret"
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_KMS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.format(secret=secret))
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with pytest.raises(ConfigError, match="carries credentials") as caught:
+        AwsKmsKey("awskms:///alias/release")
+    assert secret not in caught.value.diagnostics() and secret not in repr(caught.value)
