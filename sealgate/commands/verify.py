@@ -1,7 +1,8 @@
 """`sealgate verify`: the release gate. Blocks unsigned, tampered or untrusted builds.
 
 Exit 0 when every artifact verified, 1 when any did not (a missing `.p7s` is a failure,
-never a skip), 2 for unusable options or trust files.
+never a skip), 2 for unusable options, trust files, signature files or artifacts (a FIFO, a
+device, an oversized file).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the release gate: verify artifacts against their .p7s signatures",
         description="Checks digest, signature, chain to a trust root with the codeSigning "
         "usage, identity and time (a trusted RFC 3161 token proves when the signature was "
-        "made). Exit 1 when any artifact fails.",
+        "made). Exit 1 when any artifact fails, 2 when a signature, certificate or CRL file "
+        "is unusable (not a regular file, too large) or an option is malformed.",
     )
     parser.add_argument(
         "--trust-roots",
