@@ -676,8 +676,13 @@ def test_a_token_without_certificates_needs_tsa_certs(
 
     _ok = run(*sign, "--tsa-certs", tsa_pki.chained_certs_pem, artifact, env=hsm.env)
     assert _ok.returncode == 0, _ok.stdout + _ok.stderr
-    [token] = parse_signed_data((tmp_path / "app.bin.p7s").read_bytes(), "p7s").timestamp_tokens
+    message = parse_signed_data((tmp_path / "app.bin.p7s").read_bytes(), "p7s")
+    [token] = message.timestamp_tokens
     assert not cms.ContentInfo.load(token)["content"]["certificates"]
+    stock = openssl_ts_verify_token(
+        token, message.signature, tsa_pki.root_pem, untrusted=tsa_pki.chained_certs_pem
+    )
+    assert stock.returncode == 0, stock.stderr
 
     verify: list[str | Path] = ["verify", "--trust-roots", hsm.root_pem]
     verify += ["--tsa-roots", tsa_pki.root_pem, "--require-timestamp"]
@@ -1351,3 +1356,40 @@ def test_an_out_of_date_crl_proves_nothing(lab: Lab) -> None:
     )
     current = _crl_file(lab.tmp / "current.crl", root, next_update=_now() + dt.timedelta(days=1))
     assert_verified(lab.verify(roots, "--crl", current))
+
+
+def test_a_tsa_certificate_whose_key_usage_cannot_sign_is_refused(
+    signed: tuple[Lab, Path],
+) -> None:
+    lab, roots = signed
+    tsa_root = make_root("Attack Lab TSA Root")
+    tsa = tsa_leaf(tsa_root, key_usage=_key_usage(ca=False, signing=False))
+    _stamped(lab, tsa, [])
+    assert_blocked(
+        lab.verify(
+            roots, "--tsa-roots", pem(lab.tmp / "t.pem", tsa_root.cert), "--require-timestamp"
+        ),
+        "timestamp not accepted",
+        f"certificate {tsa.subject!r}: its keyUsage lacks digitalSignature or nonRepudiation",
+    )
+
+
+def test_an_expired_tsa_intermediate_is_named(signed: tuple[Lab, Path]) -> None:
+    lab, roots = signed
+    tsa_root = make_root("Attack Lab TSA Root")
+    now = _now()
+    intermediate = tsa_root.issue(
+        "Attack Lab Timestamping CA 2",
+        ca=True,
+        eku=[EKU.TIME_STAMPING],
+        not_before=now - dt.timedelta(days=30),
+        not_after=now - dt.timedelta(days=1),
+    )
+    _stamped(lab, tsa_leaf(intermediate), [intermediate.cert])
+    assert_blocked(
+        lab.verify(
+            roots, "--tsa-roots", pem(lab.tmp / "t.pem", tsa_root.cert), "--require-timestamp"
+        ),
+        "timestamp not accepted",
+        f"intermediate CA {intermediate.subject!r} had expired at",
+    )
