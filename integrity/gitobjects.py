@@ -4,6 +4,7 @@ a signed commit or tag into signature and payload exactly as git does it."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -397,29 +398,33 @@ class ObjectReader:
 _BAD_NAMES = frozenset({b"", b".", b".."})
 
 
+_ENTRY = {size: re.compile(rb"([0-7]{1,7}) ([^\0/]*)\0(.{%d})" % size, re.S) for size in (20, 32)}
+_MODES: dict[bytes, int] = {}
+
+
 def parse_tree(oid: str, data: bytes) -> dict[bytes, tuple[int, str]]:
     """The entries of a tree object; a name git could not check out (empty, `.`, `..`, `.git`,
     holding `/`), a duplicate name or a cut entry makes the tree malformed."""
-    size = 20 if len(oid) == 40 else 32
     entries: dict[bytes, tuple[int, str]] = {}
     position = 0
-    try:
-        while position < len(data):
-            space = data.find(b" ", position)
-            nul = data.find(b"\0", space + 1) if space >= 0 else -1
-            if nul < 0:
-                raise ValueError("a cut entry")
-            mode, name = data[position:space], data[space + 1 : nul]
-            raw_id = data[nul + 1 : nul + 1 + size]
-            if len(raw_id) != size or not mode or set(mode) - set(b"01234567"):
-                raise ValueError("a cut entry")
-            if name in _BAD_NAMES or b"/" in name or name.lower() == b".git":
-                raise ValueError(f"entry name {name!r}")
-            if name in entries:
-                raise ValueError(f"duplicate entry {name!r}")
-            # a zero-padded mode is still the same mode to git (and must not hide a subtree)
-            entries[name] = (int(mode, 8) & 0o170000 | int(mode, 8) & 0o111, raw_id.hex())
-            position = nul + 1 + size
-    except ValueError as exc:
-        raise MalformedObjectError(oid, f"tree object {oid} ({exc})") from None
+    for match in _ENTRY[20 if len(oid) == 40 else 32].finditer(data):
+        if match.start() != position:
+            break
+        mode, name, raw_id = match.groups()
+        if name in _BAD_NAMES or name.lower() == b".git" or name in entries:
+            detail = "duplicate entry" if name in entries else "entry name"
+            raise MalformedObjectError(oid, f"tree object {oid} ({detail} {name!r})")
+        kind = _MODES.get(mode)
+        if kind is None:  # a zero-padded mode is the same mode to git: it must not hide a subtree
+            kind = int(mode, 8) & 0o170000 | int(mode, 8) & 0o111
+            if len(_MODES) < 64:
+                _MODES[mode] = kind
+        entries[name] = (kind, raw_id.hex())
+        position = match.end()
+    if position != len(data):
+        rest = data[position:]
+        nul = rest.find(b"\0")
+        name = rest[rest.find(b" ") + 1 : nul] if nul > 0 else b""
+        detail = f"entry name {name!r}" if b"/" in name else "a cut entry"
+        raise MalformedObjectError(oid, f"tree object {oid} ({detail})")
     return entries
