@@ -206,16 +206,19 @@ def load_yaml(text: bytes | str, *, source: str) -> Any:
 
 
 def load_policy_file(path: Path, *, what: str = "policy") -> Policy:
-    """A policy from outside the repository, and its key files beside it, each read as a
-    regular file under a cap (a FIFO or `/dev/zero` is refused at once)."""
+    """A policy from outside the repository, as `commits --policy` reads it: the file and its
+    key files regular and under a cap (a FIFO or `/dev/zero` is refused at once), the key
+    files inside the policy's own folder (a `../` or absolute path could name any file)."""
+    folder = path.parent.resolve()
     text = read_regular(path, what=what, limit=POLICY_LIMIT)
-    return load_policy(
-        text,
-        source=str(path),
-        read_file=lambda rel: read_regular(
-            path.parent / rel, what="key file", limit=KEY_FILE_LIMIT
-        ),
-    )
+
+    def key_file(relative: str) -> bytes:
+        candidate = path.parent / relative
+        if Path(relative).is_absolute() or not candidate.resolve().is_relative_to(folder):
+            raise InputError(f"outside the policy's folder {path.parent}")
+        return read_regular(candidate, what="key file", limit=KEY_FILE_LIMIT)
+
+    return load_policy(text, source=str(path), read_file=key_file)
 
 
 def load_policy(text: bytes, *, source: str, read_file: Callable[[str], bytes]) -> Policy:

@@ -212,7 +212,12 @@ HOSTILE_POLICIES = {
     "dev-zero-key-file": (
         'version: 1\nsigners:\n  - name: a\n    openpgp: ["/dev/zero"]\n',
         3,
-        "key file '/dev/zero': key file /dev/zero: not a regular file",
+        "key file '/dev/zero': outside the policy's folder",
+    ),
+    "escaping-key-file": (
+        'version: 1\nsigners:\n  - name: a\n    openpgp: ["../../../../etc/passwd"]\n',
+        3,
+        "key file '../../../../etc/passwd': outside the policy's folder",
     ),
 }
 
