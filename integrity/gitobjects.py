@@ -3,6 +3,7 @@ a signed commit or tag into signature and payload exactly as git does it."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -305,7 +306,7 @@ class ObjectReader:
             )
         process = self._process
         assert process.stdin is not None and process.stdout is not None  # noqa: S101 - PIPEs
-        if not oid or not set(oid.encode()) <= _HEX:
+        if len(oid) not in (40, 64) or not set(oid.encode()) <= _HEX:
             raise InputError(f"{self.repo}: {oid!r} is not an object id")
         process.stdin.write(oid.encode() + b"\n")
         process.stdin.flush()
@@ -320,6 +321,14 @@ class ObjectReader:
             raise InputError(f"{what} {oid[:12]}: {size} bytes, more than the {limit} allowed")
         data = process.stdout.read(size)
         process.stdout.read(1)  # the newline after each object
+        # cat-file does not check that an object hashes to its id; a swapped loose object or a
+        # doctored pack would otherwise be read as the commit that was asked for
+        algorithm = "sha1" if len(oid) == 40 else "sha256"
+        if hashlib.new(algorithm, b"%s %d\0%s" % (header[1], size, data)).hexdigest() != oid:
+            raise InputError(
+                f"{self.repo}: object {oid} does not hash to its id (the object store is "
+                "corrupt or has been tampered with)"
+            )
         return kind, data
 
     def tree(self, oid: str) -> dict[bytes, tuple[int, str]]:

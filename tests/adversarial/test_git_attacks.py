@@ -202,6 +202,26 @@ def test_replace_of_an_unsigned_commit_by_a_signed_one_is_not_followed(
     assert _reasons(report)["unsigned"] == "unsigned"
 
 
+def test_a_swapped_loose_object_is_refused_not_read_as_the_commit_asked_for(
+    repo: Repo, people: dict[str, SshUser]
+) -> None:
+    """The unsigned commit's loose object file holds a signed commit's bytes: cat-file and
+    rev-list serve them without checking their hash."""
+    signed = repo.commit_ssh(people["bob"], "signed")
+    repo.git("reset", "-q", "--hard", "base")
+    repo.write("src/app.txt", "evil\n")
+    unsigned = repo.commit_ssh(None, "unsigned")
+    repo.commit_ssh(people["bob"], "signed on top")
+    objects = repo.path / ".git" / "objects"
+    target = objects / unsigned[:2] / unsigned[2:]
+    target.chmod(0o644)
+    target.write_bytes((objects / signed[:2] / signed[2:]).read_bytes())
+    assert b"signed" in _raw(repo, unsigned)  # git serves the signed commit's bytes
+    code, _, stderr = _commits(repo)
+    assert code == 2
+    assert f"object {unsigned} does not hash to its id" in stderr
+
+
 def test_a_graft_file_is_refused(repo: Repo, people: dict[str, SshUser]) -> None:
     repo.commit_ssh(None, "hidden unsigned")
     head = repo.commit_ssh(people["bob"], "signed on top")
