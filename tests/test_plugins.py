@@ -498,7 +498,12 @@ def _run_component(
         },
         **jobs,
     }
-    files = {".gitlab-ci.yml": yaml.safe_dump(pipeline, sort_keys=False), ".gitignore": GITIGNORE}
+    files = {
+        ".gitlab-ci.yml": yaml.safe_dump(pipeline, sort_keys=False),
+        ".gitignore": GITIGNORE,
+        # the build job's outputs reach the signing job's workspace: declared, as the README says
+        "sealgate.yml": "outputs: [dist/]\n",
+    }
     extra = ["gitlab-ci-component.yml"]
     if unsigned_head:
         repo = _signed_repo_with_unsigned_head(tmp_path, files, extra=extra)
