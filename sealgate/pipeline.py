@@ -57,6 +57,8 @@ CONFIG_LIMIT = 1 << 20  # sealgate.yml: settings, never data
 #: What decides which commits are proven and against what: never read from the work tree's
 #: sealgate.yml, which the commits under test can change.
 _NOT_FROM_THE_REPOSITORY = frozenset({"range", "policy", "base_branch"})
+#: The source proofs this file may switch on but never off.
+_PROOFS = {"verify_commits": "commits", "check_tree": "tree"}
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -193,6 +195,11 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             if SETTINGS[name].kind != "bool" or not isinstance(value, bool):
                 raise SealgateError(f"{where}: expected a string or a list of strings")
         values[name] = _parse(name, SETTINGS[name].kind, value, where, path.parent)
+        if name in _PROOFS and values[name] is False:
+            raise SealgateError(
+                f"{where}: the commits under test cannot switch off the {_PROOFS[name]} stage; "
+                f"use the flag or ${SETTINGS[name].env}"
+            )
     return values
 
 

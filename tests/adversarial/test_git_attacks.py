@@ -1032,6 +1032,28 @@ def test_the_range_and_policy_cannot_come_from_the_sealgate_yml_under_test(
     assert refused.value.exit_code == 2
 
 
+@pytest.mark.parametrize(
+    "line", ["no_commits: true", "verify_commits: false", "no-tree: yes", "check_tree: off"]
+)
+def test_the_sealgate_yml_under_test_cannot_switch_off_the_source_proofs(
+    repo: Repo, line: str
+) -> None:
+    repo.write("sealgate.yml", line + "\n")
+    with pytest.raises(SealgateError, match="the commits under test cannot switch off the") as no:
+        resolve_config({}, {}, repo=repo.path)
+    assert no.value.exit_code == 2
+    repo.write("sealgate.yml", "")  # the operator still can, with a flag or the environment
+    off = {"SEALGATE_VERIFY_COMMITS": "false", "SEALGATE_CHECK_TREE": "false"}
+    config = resolve_config({}, off, repo=repo.path)
+    assert config["verify_commits"] is False and config["check_tree"] is False
+
+
+def test_the_sealgate_yml_may_switch_the_source_proofs_on(repo: Repo) -> None:
+    repo.write("sealgate.yml", "no_commits: false\ncheck_tree: true\n")
+    config = resolve_config({}, {}, repo=repo.path)
+    assert config["verify_commits"] is True and config["check_tree"] is True
+
+
 # --- data read from git and from --policy is capped -------------------------------------------
 
 
