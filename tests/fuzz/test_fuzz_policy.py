@@ -42,7 +42,7 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeds]:
     )
     settings = (
         'build-command: "make dist"\nartifacts: [dist/*.whl, dist/*.tar.gz]\nkey: "pkcs11:token=T"\n'
-        "tsa_urls: [https://tsa.example/]\nno-tree: false\ntsa_timeout: 5\n"
+        "tsa_urls: [https://tsa.example/]\nno-attest: true\ntsa_timeout: 5\n"
     )
     yield Seeds(
         policy.encode(),
@@ -65,6 +65,14 @@ def test_the_seeds_are_valid(seeds: Seeds) -> None:
     assert from_allowed_signers(seeds.allowed_signers.decode(), source="seed").document["signers"]
     assert from_sequoia_policy(seeds.sequoia.decode(), source="seed").document["signers"]
     assert load_yaml(seeds.settings, source="seed")["tsa_timeout"] == 5
+
+
+def test_the_settings_seed_is_valid(seeds: Seeds, tmp_path: Path) -> None:
+    from sealgate.pipeline import _read_config_file
+
+    (tmp_path / "sealgate.yml").write_bytes(seeds.settings)
+    values = _read_config_file(tmp_path / "sealgate.yml")
+    assert values["attest"] is False and values["tsa_timeout"] == 5.0
 
 
 @FUZZ
@@ -120,3 +128,17 @@ def test_a_fuzzed_file_on_disk_goes_through_the_same_loader(tmp_path: Path, seed
     (tmp_path / "keys" / "carol.asc").write_bytes(seeds.key_file)
     (tmp_path / "policy.yml").write_bytes(seeds.policy)
     assert len(load_policy_file(tmp_path / "policy.yml").signers) == 2
+
+
+@FUZZ
+@given(data=st.data())
+def test_sealgate_yml_reader_raises_only_usage_errors(
+    seeds: Seeds, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The whole settings path: capped read, strict YAML, then each setting's type."""
+    from sealgate.errors import SealgateError
+    from sealgate.pipeline import _read_config_file
+
+    path = tmp_path_factory.mktemp("fuzz-settings") / "sealgate.yml"
+    path.write_bytes(data.draw(hostile(seeds.settings, tokens=TEXT_TOKENS)))
+    only_typed(lambda: _read_config_file(path), (SealgateError,))
