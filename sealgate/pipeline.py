@@ -30,7 +30,7 @@ import pathspec
 from integrity.attestation import CHECK_LEVEL, vsa_statement
 from integrity.commits import CommitChecker, Repository, load_cache, save_cache
 from integrity.errors import InputError, IntegrityError
-from integrity.gitobjects import git, refuse_grafts
+from integrity.gitobjects import git, refuse_grafts, work_tree
 from integrity.policy import LinedDict, Policy, load_yaml
 from integrity.tree import display_path, prove_tree
 from integrity.watch import watch_build
@@ -207,7 +207,7 @@ def repo_root(repo: Path) -> Path:
     """The top of the work tree `repo` is in (a usage error when it is not a repository)."""
     if not repo.is_dir():
         raise SealgateError(f"--repo {repo}: no such directory")
-    return Path(git(repo, "rev-parse", "--show-toplevel").decode().strip())
+    return work_tree(repo)
 
 
 def resolve_config(
@@ -763,14 +763,23 @@ _MIN_SECRET = 4  # shorter values would mask ordinary words
 
 
 def _url_secrets(url: str) -> list[str]:
-    """The credentials a URL carries: its password, user name and secret query values."""
+    """The secrets a URL carries: its password and secret query values (a user name is not
+    masked everywhere: "admin" would blank out ordinary text; the URL form drops it)."""
     try:
         parts = urlsplit(url)
-        found = [parts.password or "", parts.username or ""]
+        found = [parts.password or ""]
         found += [v for n, v in parse_qsl(parts.query) if n.lower() in SECRET_PARAMETERS]
     except ValueError:
         return []
     return [unquote(v) for v in found if v] + [v for v in found if v]
+
+
+def _has_credentials(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.username is not None or bool(_url_secrets(url))
+    except ValueError:
+        return True  # shown as "<unparsable URL>"
 
 
 def config_secrets(config: RunConfig, env: Mapping[str, str]) -> tuple[str, ...]:
@@ -790,7 +799,7 @@ def config_secrets(config: RunConfig, env: Mapping[str, str]) -> tuple[str, ...]
 def _redact_match(match: re.Match[str]) -> str:
     """A URL found in text, redacted only when it carries credentials (others stay as written)."""
     url = match.group(0)
-    return redact_url(url) if _url_secrets(url) else url
+    return redact_url(url) if _has_credentials(url) else url
 
 
 def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
