@@ -99,6 +99,43 @@ def refuse_grafts(repo: Path) -> None:
         raise InputError(f"{repo}: .git/info/grafts rewrites history; remove it")
 
 
+def work_tree(repo: Path) -> Path:
+    """The top of `repo`'s work tree, refused when the repository's config points it elsewhere.
+
+    `core.worktree` (which `-c` cannot unset) would let a build aim the proofs at a clean copy
+    of the sources while it compiles others; the top must hold the `.git` git itself uses.
+    """
+    lines = git(repo, "rev-parse", "--show-toplevel", "--absolute-git-dir").decode().splitlines()
+    if len(lines) != 2 or not lines[0]:
+        raise InputError(f"{repo}: not a git repository with a work tree")
+    root, git_dir = Path(lines[0]), Path(lines[1]).resolve()
+    marker = root / ".git"
+    try:
+        if marker.is_symlink():
+            found = None
+        elif marker.is_dir():
+            found = marker.resolve()
+        else:
+            text = marker.read_bytes()[:4096].decode("utf-8", "surrogateescape").strip()
+            found = (
+                (root / text[len("gitdir:") :].strip()).resolve()
+                if text.startswith("gitdir:")
+                else None
+            )
+    except OSError:
+        found = None
+    if found != git_dir:
+        raise InputError(
+            f"{repo}: git says the work tree is {root}, but its .git is not there "
+            "(core.worktree or a .git file moves it)",
+            hint="remove core.worktree from the repository's config",
+        )
+    inside = repo.resolve()
+    if inside != root.resolve() and root.resolve() not in inside.parents:
+        raise InputError(f"{repo}: outside the work tree {root} that git reports")
+    return root
+
+
 def shallow_commits(repo: Path) -> frozenset[str]:
     """The commits whose parents this (shallow) clone lacks; empty for a full clone."""
     path = git_path(repo, "shallow")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pathspec
 
 from integrity.errors import InputError
-from integrity.gitobjects import git
+from integrity.gitobjects import git, work_tree
 
 CHUNK = 1 << 20
 _FILE, _EXEC, _LINK, _DIR, _GITLINK = "100644", "100755", "120000", "40000", "160000"
@@ -522,7 +522,7 @@ def prove_tree(
             git(repo, "rev-parse", "--git-dir")
         except InputError:
             raise InputError(f"{repo}: not a git repository") from None
-    root = Path(git(repo, "rev-parse", "--show-toplevel").decode().strip())
+    root = work_tree(repo)
     try:
         commit_oid = (
             git(root, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}").decode().strip()

@@ -45,7 +45,7 @@ import pathspec
 from inotify_simple import INotify, flags  # type: ignore[import-untyped]
 
 from integrity.errors import InputError
-from integrity.gitobjects import git
+from integrity.gitobjects import git, work_tree
 from integrity.tree import TreeReport, display_path, prove_tree, tracked_paths
 
 WATCH_MASK = (
@@ -349,12 +349,10 @@ def _work_tree(repo: Path, commit: str) -> tuple[Path, str, str]:
     if not repo.is_dir():
         raise InputError(f"--repo {repo}: no such directory")
     try:
-        inside = git(repo, "rev-parse", "--is-inside-work-tree").decode().strip()
+        git(repo, "rev-parse", "--git-dir")
     except InputError:
         raise InputError(f"{repo}: not a git repository") from None
-    if inside != "true":
-        raise InputError(f"{repo}: not a git work tree")
-    root = Path(git(repo, "rev-parse", "--show-toplevel").decode().strip())
+    root = work_tree(repo)
     try:
         oid = git(root, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}").decode().strip()
     except InputError:

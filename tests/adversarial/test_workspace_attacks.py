@@ -521,3 +521,24 @@ def test_running_out_of_watches_fails_closed(tmp_path: Path) -> None:
     finally:
         watcher.close()
     assert caught.value.hint == "raise fs.inotify.max_user_watches"
+
+
+# -- the repository's config cannot move the work tree ----------------------------------------
+
+
+def test_core_worktree_cannot_aim_the_proof_at_a_clean_copy(tmp_path: Path) -> None:
+    """`core.worktree` (which `git -c` cannot unset) pointing at a pristine copy while the
+    real work tree holds injected code: refused, for `tree` and `watch` alike."""
+    repo = _repo(tmp_path / "main")
+    clean = tmp_path / "clean"
+    subprocess.run(["cp", "-a", str(repo.path), str(clean)], check=True)
+    subprocess.run(["rm", "-rf", str(clean / ".git")], check=True)
+    repo.write("src/main.c", "int main(void) { return 66; }\n")  # injected, never committed
+    assert _tree(repo)[0] == 1  # control: the proof sees the injection
+    repo.git("config", "core.worktree", str(clean))
+    for command in (("tree",), ("watch", "--", "true")):
+        result = sealgate(*command[:1], "--repo", repo.path, *command[1:])
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "but its .git is not there (core.worktree or a .git file moves it)" in (
+            result.stderr
+        )
