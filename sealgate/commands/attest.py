@@ -15,6 +15,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from integrity.attestation import EXTENSION_KEY, parse_vsa
+from integrity.errors import InputError
 from sealgate.errors import SealgateError
 from sealgate.output import emit_json
 from signer.dsse import IN_TOTO_PAYLOAD_TYPE, open_envelope, public_keys_from_pem
@@ -119,7 +120,11 @@ def run_verify(args: argparse.Namespace) -> int:
         verified = open_envelope(data, keys, expected_type=IN_TOTO_PAYLOAD_TYPE)
     except VerificationError as exc:
         return _fail(args, report, exc.diagnostics())
-    summary = _summary(parse_vsa(verified.payload))
+    try:
+        statement = parse_vsa(verified.payload)
+    except InputError as exc:  # signed, but not a statement Sealgate can read: name the file
+        raise SealgateError(f"{args.envelope}: {exc.message}", hint=exc.hint) from None
+    summary = _summary(statement)
     report |= {"keyid": verified.keyid, **summary}
     if summary["result"] != "PASSED":
         return _fail(

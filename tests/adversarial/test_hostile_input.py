@@ -6,6 +6,7 @@ the exit code and the reason, naming the file and, for YAML, the line.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -19,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import integrity.archive_diff as archive_diff
-from signer.dsse import open_envelope
+from signer.dsse import IN_TOTO_PAYLOAD_TYPE, PAE, open_envelope
 from signer.errors import ConfigError, VerificationError
 from signer.keys.awskms import AwsKmsKey
 from tests.components.gitrepo import Repo, SshUser, make_repo, ssh_user
@@ -616,3 +617,72 @@ def test_an_aws_endpoint_carrying_credentials_is_refused_without_echoing_them(
     with pytest.raises(ConfigError, match="carries credentials") as caught:
         AwsKmsKey("awskms:///alias/release")
     assert secret not in caught.value.diagnostics() and secret not in repr(caught.value)
+
+
+_STATEMENT = (
+    '{"_type": "https://in-toto.io/Statement/v1", "subject": [{"name": "a", "digest": '
+    '{"sha256": "'
+    + "ab"
+    * 32
+    + '"}}], "predicateType": "https://slsa.dev/verification_summary/v1", '
+    '"predicate": {"verifier": {"id": "x"}, "timeVerified": "2026-01-01T00:00:00Z", '
+    '"resourceUri": "git+https://e/r", "policy": {"uri": "p"}, "verificationResult": "PASSED", '
+    '"verifiedLevels": ["SEALGATE_TREE_VERIFIED"]__EXTRA__}}'
+)
+HOSTILE_STATEMENTS = {
+    "duplicate-result": (', "verificationResult": "FAILED"', "duplicate field"),
+    "nan": (', "dependencyLevels": {"x": NaN}', "NaN, which is not JSON"),
+    "huge-number": (', "dependencyLevels": {"x": ' + "9" * 5000 + "}", "not JSON"),
+    "deep": (', "x": ' + "[" * 5000 + "]" * 5000, "not JSON"),
+    "duplicate-verifier": (', "verifier": {"id": "other"}', "verifier: duplicate field"),
+    "lone-surrogate": (', "note": "\\udc00"', "unpaired surrogate"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_STATEMENTS))
+def test_a_signed_but_hostile_statement_is_exit_2_naming_the_field(
+    tmp_path: Path, case: str
+) -> None:
+    """The signature verifies; the statement inside is still read as hostile JSON."""
+    extra, reason = HOSTILE_STATEMENTS[case]
+    payload = _STATEMENT.replace("__EXTRA__", extra).encode()
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "trusted.pem"
+    pem.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    signature = key.sign(PAE(IN_TOTO_PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
+    envelope = tmp_path / "vsa.json"
+    envelope.write_text(json.dumps({
+        "payloadType": IN_TOTO_PAYLOAD_TYPE,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"sig": base64.b64encode(signature).decode()}],
+    }))  # fmt: skip
+    result = _sealgate("attest", "verify", envelope, "--public-key", pem)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{envelope}: " in result.stderr and reason in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_honest_signed_statement_verifies(tmp_path: Path) -> None:
+    """Control for the cases above: the same statement without the extra field passes."""
+    payload = _STATEMENT.replace("__EXTRA__", "").encode()
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "trusted.pem"
+    pem.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    signature = key.sign(PAE(IN_TOTO_PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
+    envelope = tmp_path / "vsa.json"
+    envelope.write_text(json.dumps({
+        "payloadType": IN_TOTO_PAYLOAD_TYPE,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"sig": base64.b64encode(signature).decode()}],
+    }))  # fmt: skip
+    result = _sealgate("attest", "verify", envelope, "--public-key", pem)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "result  PASSED" in result.stdout
