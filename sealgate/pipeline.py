@@ -36,7 +36,7 @@ from integrity.tree import display_path, prove_tree
 from integrity.watch import watch_build
 from sealgate.attest import write_attestation
 from sealgate.errors import SealgateError
-from sealgate.options import tsa_settings
+from sealgate.options import tsa_certs, tsa_settings
 from signer.certificates import load_certificate, load_certificates
 from signer.chain import load_trust_roots
 from signer.errors import ConfigError, SignerError
@@ -45,7 +45,7 @@ from signer.keys import open_key
 from signer.redact import REDACTED, SECRET_PARAMETERS, redact_url
 from signer.sign import SIGNATURE_SUFFIX, SignedArtifact, SignOptions, sign_artifacts
 from signer.timestamp import TsaSettings
-from signer.verify import Verdict, VerifyPolicy, verify_artifact
+from signer.verify import Verdict, VerifyPolicy, parse_identities, verify_artifact
 
 STAGES = ("commits", "tree", "watch", "sign", "verify", "attest")
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
@@ -88,6 +88,7 @@ SETTINGS: dict[str, Setting] = {
     "chain": Setting("SEALGATE_CHAIN", "list", []),
     "tsa_urls": Setting("SEALGATE_TSA_URLS", "list", []),
     "tsa_roots": Setting("SEALGATE_TSA_ROOTS", "path"),
+    "tsa_certs": Setting("SEALGATE_TSA_CERTS", "path"),
     "tsa_timeout": Setting("SEALGATE_TSA_TIMEOUT", "float", 10.0),
     "tsa_retries": Setting("SEALGATE_TSA_RETRIES", "int", 2),
     "tsa_concurrency": Setting("SEALGATE_TSA_CONCURRENCY", "int", 8),
@@ -324,6 +325,7 @@ def prepare(config: RunConfig) -> Prepared:
         argparse.Namespace(
             tsa=config["tsa_urls"],
             tsa_roots=config["tsa_roots"],
+            tsa_certs=config["tsa_certs"],
             tsa_timeout=config["tsa_timeout"],
             tsa_retries=config["tsa_retries"],
             tsa_concurrency=config["tsa_concurrency"],
@@ -343,6 +345,7 @@ def prepare(config: RunConfig) -> Prepared:
                 "--trust-roots is required for the verify stage "
                 "(or $SEALGATE_TRUST_ROOTS; --no-verify to skip it)"
             )
+        parse_identities(config["identity"])  # a malformed identity is a usage error, up front
         policy = VerifyPolicy(
             trust_roots=load_trust_roots(config["trust_roots"], "--trust-roots"),
             tsa_roots=tsa.roots
@@ -350,6 +353,9 @@ def prepare(config: RunConfig) -> Prepared:
             else (
                 load_trust_roots(config["tsa_roots"], "--tsa-roots") if config["tsa_roots"] else ()
             ),
+            tsa_certs=tsa.certs
+            if tsa
+            else tsa_certs(argparse.Namespace(tsa_certs=config["tsa_certs"])),
             identities=config["identity"],
             require_timestamp=tsa is not None,
         )

@@ -34,7 +34,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add(
         "--range",
         metavar="BASE..HEAD",
-        help="commits to verify (default: last tag reachable from HEAD^, else the root, ..HEAD)",
+        help="commits to verify (default: from the newest tag signed under a fixed --policy, "
+        "else the merge base with the protected branch, to HEAD)",
+    )
+    add(
+        "--base-branch",
+        metavar="REF",
+        help="protected branch whose merge base with HEAD starts the default range "
+        "(default: origin/$GITHUB_BASE_REF, origin/$CI_MERGE_REQUEST_TARGET_BRANCH_NAME, "
+        "the default branch)",
     )
     add("--policy", type=Path, help="commit policy file from outside the repository")
     add("--build-command", metavar="CMD", help="the build, run with /bin/sh -c under watch")
@@ -70,6 +78,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="RFC 3161 timestamp authority (repeatable, tried in order)",
     )
     add("--tsa-roots", type=Path, metavar="PEM", help="trust anchors for the TSA certificates")
+    add(
+        "--tsa-certs",
+        type=Path,
+        metavar="PEM",
+        help="TSA certificates and intermediates for tokens that carry none (untrusted)",
+    )
     add("--tsa-timeout", type=float, help="seconds per TSA request (default 10)")
     add("--tsa-retries", type=int, help="retries per TSA (default 2)")
     add("--tsa-concurrency", type=int, help="TSA requests in flight (default 8)")
