@@ -46,7 +46,7 @@ def add_tsa_certs_option(group: argparse._ActionsContainer) -> None:
     group.add_argument(
         "--tsa-certs",
         type=Path,
-        default=os.environ.get("SEALGATE_TSA_CERTS"),
+        default=os.environ.get("SEALGATE_TSA_CERTS") or None,  # empty: not set (CI inputs)
         metavar="PEM",
         help="untrusted TSA certificates and intermediates (PEM), for tokens that do not "
         "carry them; trust still comes from --tsa-roots (or $SEALGATE_TSA_CERTS)",
