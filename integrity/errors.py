@@ -30,7 +30,7 @@ class SignatureError(IntegrityError):
 
 
 class UnknownKeyError(SignatureError):
-    """A well-formed signature by a key the policy does not list."""
+    """A signature by a key the policy does not list (also when the rest of it does not parse)."""
 
 
 class UnsupportedSignatureError(SignatureError):

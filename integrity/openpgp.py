@@ -143,7 +143,7 @@ def _from_cert(cert: pysequoia.Cert) -> OpenPgpKey:
 
 def _as_bytes(text_or_bytes: str | bytes) -> bytes:
     if isinstance(text_or_bytes, str):
-        return text_or_bytes.encode("utf-8")
+        return text_or_bytes.encode("utf-8", "surrogatepass")  # "\ud800" from YAML: bad input
     return bytes(text_or_bytes)
 
 
@@ -717,7 +717,7 @@ def parse_sequoia_policy(text: str, *, source: str) -> list[PolicyAuthorization]
     """
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:  # nesting deep enough to recurse
         raise InputError(f"{source}: not valid TOML: {exc}") from None
     version = doc.get("version")
     if version != 0 or isinstance(version, bool):
