@@ -12,8 +12,7 @@ from pathlib import Path
 
 from integrity.commits import CommitChecker, Repository, Verdict, load_cache, save_cache
 from integrity.errors import InputError
-from integrity.files import KEY_FILE_LIMIT, POLICY_LIMIT, read_regular
-from integrity.policy import Policy, load_policy
+from integrity.policy import Policy, load_policy_file
 from sealgate.output import emit_json
 
 
@@ -43,18 +42,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def policy_file(path: Path) -> Policy:
-    """`--policy FILE` and its key files: regular files under a cap, the key files inside the
-    policy's own folder (a `../` or absolute path could name any file on the runner)."""
-    folder = path.parent.resolve()
-    text = read_regular(path, what="--policy", limit=POLICY_LIMIT)
-
-    def key_file(relative: str) -> bytes:
-        candidate = path.parent / relative
-        if Path(relative).is_absolute() or not candidate.resolve().is_relative_to(folder):
-            raise InputError(f"outside the policy's folder {path.parent}")
-        return read_regular(candidate, what="key file", limit=KEY_FILE_LIMIT)
-
-    return load_policy(text, source=str(path), read_file=key_file)
+    """`--policy FILE` and its key files (regular, capped, the key files inside its folder)."""
+    return load_policy_file(path, what="--policy")
 
 
 def run(args: argparse.Namespace) -> int:
