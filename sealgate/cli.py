@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ from integrity.errors import IntegrityError
 from sealgate import __version__
 from sealgate.errors import SealgateError
 from signer.errors import SignerError
+from signer.redact import environment_secrets, redact_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
 
@@ -60,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except (SignerError, IntegrityError, SealgateError) as exc:
-        print(f"sealgate: error: {exc.diagnostics()}", file=sys.stderr)
+        secrets = environment_secrets(os.environ)
+        print(f"sealgate: error: {redact_text(exc.diagnostics(), secrets)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("sealgate: interrupted; nothing was written", file=sys.stderr)

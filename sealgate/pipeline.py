@@ -16,14 +16,12 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pathspec
 
@@ -42,7 +40,14 @@ from signer.chain import load_trust_roots
 from signer.errors import ConfigError, SignerError
 from signer.files import read_capped
 from signer.keys import open_key
-from signer.redact import REDACTED, SECRET_PARAMETERS, redact_url
+from signer.redact import (
+    MIN_SECRET,
+    environment_secrets,
+    pin_values,
+    redact_text,
+    redact_url,
+    url_secrets,
+)
 from signer.sign import SIGNATURE_SUFFIX, SignedArtifact, SignOptions, sign_artifacts
 from signer.timestamp import TsaSettings
 from signer.verify import Verdict, VerifyPolicy, parse_identities, verify_artifact
@@ -758,63 +763,18 @@ class Pipeline:
         return True
 
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`|]+")
-_PIN_IN_TEXT = re.compile(r"(?i)(pin-value=)[^&;\s'\"<>`|]*")
-#: environment variables whose values are credentials: never shown, wherever they end up
-SECRET_ENV = (
-    "VAULT_TOKEN", "BAO_TOKEN", "SEALGATE_PKCS11_PIN", "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN", "AZURE_CLIENT_SECRET",
-)  # fmt: skip
-_MIN_SECRET = 4  # shorter values would mask ordinary words
-
-
-def _url_secrets(url: str) -> list[str]:
-    """The secrets a URL carries: its password and secret query values (a user name is not
-    masked everywhere: "admin" would blank out ordinary text; the URL form drops it)."""
-    try:
-        parts = urlsplit(url)
-        found = [parts.password or ""]
-        found += [v for n, v in parse_qsl(parts.query) if n.lower() in SECRET_PARAMETERS]
-    except ValueError:
-        return []
-    return [unquote(v) for v in found if v] + [v for v in found if v]
-
-
-def _has_credentials(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        return parts.username is not None or bool(_url_secrets(url))
-    except ValueError:
-        return True  # shown as "<unparsable URL>"
-
-
 def config_secrets(config: RunConfig, env: Mapping[str, str]) -> tuple[str, ...]:
     """Every credential the run's settings or environment hold, longest first."""
-    found: list[str] = [env.get(name, "").strip() for name in SECRET_ENV]
+    found: list[str] = list(environment_secrets(env))
     urls = [*(config.values.get("tsa_urls") or ()), config.values.get("key") or "",
             config.values.get("attest_key") or "", env.get("VAULT_ADDR", ""),
             env.get("BAO_ADDR", ""), env.get("AWS_ENDPOINT_URL", ""),
             env.get("AWS_ENDPOINT_URL_KMS", "")]  # fmt: skip
     for url in urls:
-        found += _url_secrets(str(url))
-        found += [m.group(0).split("=", 1)[1] for m in _PIN_IN_TEXT.finditer(str(url))]
-    unique = {value for value in found if len(value) >= _MIN_SECRET}
+        found += url_secrets(str(url))
+        found += pin_values(str(url))
+    unique = {value for value in found if len(value) >= MIN_SECRET}
     return tuple(sorted(unique, key=len, reverse=True))
-
-
-def _redact_match(match: re.Match[str]) -> str:
-    """A URL found in text, redacted only when it carries credentials (others stay as written)."""
-    url = match.group(0)
-    return redact_url(url) if _has_credentials(url) else url
-
-
-def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
-    """`text` with every URL redacted, every pin-value masked and every known secret replaced."""
-    text = _URL_IN_TEXT.sub(_redact_match, text)
-    text = _PIN_IN_TEXT.sub(lambda match: match.group(1) + REDACTED, text)
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
 
 
 def _redact_document(value: Any, secrets: Sequence[str]) -> Any:

@@ -6,7 +6,9 @@ Credentials belong beside a URL (headers, environment), but users paste them int
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import re
+from collections.abc import Mapping, Sequence
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 #: Query parameters whose value is a secret in the services Sealgate talks to.
 SECRET_PARAMETERS = frozenset(
@@ -36,3 +38,60 @@ def redact_url(url: str) -> str:
                 [(n, REDACTED if n.lower() in SECRET_PARAMETERS else v) for n, v in pairs]
             )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`|]+")
+_PIN_IN_TEXT = re.compile(r"(?i)(pin-value=)[^&;\s'\"<>`|]*")
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets a URL carries: its password and secret query values (a user name is not
+    masked everywhere: "admin" would blank out ordinary text; the URL form drops it)."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password or ""]
+        found += [v for n, v in parse_qsl(parts.query) if n.lower() in SECRET_PARAMETERS]
+    except ValueError:
+        return []
+    return [unquote(v) for v in found if v] + [v for v in found if v]
+
+
+def _has_credentials(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.username is not None or bool(url_secrets(url))
+    except ValueError:
+        return True  # shown as "<unparsable URL>"
+
+
+def pin_values(text: str) -> list[str]:
+    """The values of `pin-value=` attributes in a key URI or a message."""
+    return [match.group(0).split("=", 1)[1] for match in _PIN_IN_TEXT.finditer(text)]
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    """A URL found in text, redacted only when it carries credentials (others stay as written)."""
+    url = match.group(0)
+    return redact_url(url) if _has_credentials(url) else url
+
+
+def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
+    """`text` with every URL redacted, every pin-value masked and every known secret replaced."""
+    text = _URL_IN_TEXT.sub(_redact_match, text)
+    text = _PIN_IN_TEXT.sub(lambda match: match.group(1) + REDACTED, text)
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+#: environment variables whose values are credentials: never shown, wherever they end up
+SECRET_ENV = (
+    "VAULT_TOKEN", "BAO_TOKEN", "SEALGATE_PKCS11_PIN", "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN", "AZURE_CLIENT_SECRET",
+)  # fmt: skip
+MIN_SECRET = 4  # shorter values would mask ordinary words
+
+
+def environment_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The credentials the environment holds (long enough to mask without eating words)."""
+    return tuple(v for v in (env.get(n, "").strip() for n in SECRET_ENV) if len(v) >= MIN_SECRET)

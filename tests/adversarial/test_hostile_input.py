@@ -686,3 +686,18 @@ def test_the_honest_signed_statement_verifies(tmp_path: Path) -> None:
     result = _sealgate("attest", "verify", envelope, "--public-key", pem)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "result  PASSED" in result.stdout
+
+
+def test_an_error_line_that_echoes_input_never_shows_a_credential(tmp_path: Path) -> None:
+    """The last door: whatever a message quotes, the CLI's error line is redacted too."""
+    repo = make_repo(tmp_path)
+    repo.write("a.txt", "a\n")
+    repo.commit_ssh(None, "a")
+    for value in ("https://user:hunter22pw@tsa.example/x", "s.vaulttokenvalue"):
+        result = _sealgate(
+            "commits", "--repo", repo.path, "--range", value,
+            env={"VAULT_TOKEN": "s.vaulttokenvalue"},
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert "use BASE..HEAD" in result.stderr  # the line is still there, and says why
+        assert "hunter22pw" not in result.stderr and "vaulttokenvalue" not in result.stderr
