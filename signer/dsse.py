@@ -117,7 +117,9 @@ def _no_constant(token: str) -> Any:
     raise VerificationError(f"envelope: holds {token}, which is not JSON")
 
 
-def _load(envelope: Mapping[str, Any] | bytes | str) -> Mapping[str, Any]:
+def load_envelope(envelope: Mapping[str, Any] | bytes | str) -> Mapping[str, Any]:
+    """The envelope as one JSON object; duplicate fields and NaN are refused, so no two
+    readers of one file can see two envelopes."""
     if isinstance(envelope, bytes | str):
         try:
             envelope = json.loads(
@@ -126,7 +128,7 @@ def _load(envelope: Mapping[str, Any] | bytes | str) -> Mapping[str, Any]:
         except (ValueError, RecursionError, TypeError):  # incl. ints over 4300 digits
             raise VerificationError("envelope: malformed JSON") from None
     if not isinstance(envelope, Mapping):
-        raise VerificationError("envelope: expected a JSON object")
+        raise VerificationError("envelope: expected an object")
     return envelope
 
 
@@ -151,7 +153,7 @@ def open_envelope(
     without a keyid is tried with every trusted key. One good signature is enough.
     """
     trusted = _trusted(public_keys)
-    document = _load(envelope)
+    document = load_envelope(envelope)
     payload_type = document.get("payloadType")
     if not isinstance(payload_type, str):
         raise VerificationError("envelope: payloadType is missing or not a string")

@@ -7,7 +7,6 @@ signature does not verify or the summary says FAILED; 2 for input that cannot be
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from integrity.attestation import EXTENSION_KEY, parse_vsa
 from integrity.errors import InputError
 from sealgate.errors import SealgateError
 from sealgate.output import emit_json
-from signer.dsse import IN_TOTO_PAYLOAD_TYPE, open_envelope, public_keys_from_pem
+from signer.dsse import IN_TOTO_PAYLOAD_TYPE, load_envelope, open_envelope, public_keys_from_pem
 from signer.errors import ConfigError, VerificationError
 from signer.files import ENVELOPE_LIMIT, read_capped
 from signer.keys import open_key
@@ -61,31 +60,11 @@ def _read_envelope(path: Path) -> bytes:
     except ConfigError as exc:
         raise SealgateError(exc.message) from None
     try:
-        document = json.loads(data, object_pairs_hook=_unique_fields, parse_constant=_constant)
-    except _RefusedError as exc:
-        raise SealgateError(f"{path}: not a JSON DSSE envelope ({exc})") from None
-    except (ValueError, RecursionError, TypeError):
-        raise SealgateError(f"{path}: not a JSON DSSE envelope") from None
-    if not isinstance(document, dict):
-        raise SealgateError(f"{path}: not a JSON DSSE envelope (expected an object)")
+        load_envelope(data)
+    except VerificationError as exc:
+        detail = exc.message.removeprefix("envelope: ")
+        raise SealgateError(f"{path}: not a JSON DSSE envelope ({detail})") from None
     return data
-
-
-class _RefusedError(ValueError):
-    """A JSON shape the standard parser accepts and Sealgate does not."""
-
-
-def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _RefusedError(f"duplicate field {key!r}")
-        result[key] = value
-    return result
-
-
-def _constant(token: str) -> Any:
-    raise _RefusedError(f"{token} is not JSON")
 
 
 def _trusted_keys(args: argparse.Namespace) -> tuple[list[PublicKeyTypes], str]:

@@ -286,7 +286,7 @@ HOSTILE_ENVELOPES = {
         '"signatures": []}',
         "duplicate field 'payloadType'",
     ),
-    "nan": ('{"payloadType": NaN, "payload": "", "signatures": []}', "NaN is not JSON"),
+    "nan": ('{"payloadType": NaN, "payload": "", "signatures": []}', "NaN, which is not JSON"),
     "infinity": ('{"payloadType": "x", "payload": "", "signatures": [-Infinity]}', "Infinity"),
     "deep": ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "not a JSON DSSE envelope"),
     "huge-number": ('{"payloadType": ' + "9" * 100_000 + "}", "not a JSON DSSE envelope"),
