@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 #: Query parameters whose value is a secret in the services Sealgate talks to.
 SECRET_PARAMETERS = frozenset(
@@ -30,17 +30,18 @@ def redact_url(url: str) -> str:
         host = parts.hostname or ""
         host = f"[{host}]" if ":" in host else host
         netloc = f"{host}:{port}" if port else host
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(name.lower() in SECRET_PARAMETERS for name, _ in pairs):
-            query = urlencode(
-                [(n, REDACTED if n.lower() in SECRET_PARAMETERS else v) for n, v in pairs]
-            )
+    query = "&".join(_redacted_parameter(item) for item in parts.query.split("&"))
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`|]+")
+def _redacted_parameter(item: str) -> str:
+    """One `name=value` of a query, as written unless the name says its value is a secret."""
+    name, equals, _ = item.partition("=")
+    return f"{name}={REDACTED}" if equals and unquote(name).lower() in SECRET_PARAMETERS else item
+
+
+#: A URL inside a message; punctuation that ends a sentence or a clause is not part of it.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`|]+(?<![:.,;)])")
 _PIN_IN_TEXT = re.compile(r"(?i)(pin-value=)[^&;\s'\"<>`|]*")
 
 
