@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -57,7 +60,20 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _skipped.append(report.nodeid)
 
 
+def _stop_gpg_agents(base: Path) -> None:
+    """gpg starts an agent per home directory and leaves it running: stop each one the tests
+    made (a socket below the run's temporary folder), so nothing outlives the run."""
+    for socket in base.rglob("S.gpg-agent"):
+        subprocess.run(
+            ["gpgconf", "--homedir", str(socket.parent), "--kill", "gpg-agent"],
+            capture_output=True, check=False, timeout=30,
+        )  # fmt: skip
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and shutil.which("gpgconf"):
+        _stop_gpg_agents(factory.getbasetemp())
     if IN_CI and _skipped:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         print(f"\nCI=true and {len(_skipped)} test(s) were skipped; a skip is a failure here:")
