@@ -192,6 +192,11 @@ class CommitChecker:
             head_oid, f"^{base_oid}", "--",
         )  # fmt: skip
         entries = [line.split() for line in listing.decode().splitlines()]
+        if not entries:  # "0 verified" would be a pass that proved nothing
+            raise InputError(
+                f"range {base}..{head} holds no commits: nothing to prove",
+                hint="BASE already contains HEAD; give the range since the last trusted base",
+            )
         for oid, *_ in entries:
             if oid in self.repo.shallow:
                 raise InputError(f"commit {oid}: {SHALLOW_MESSAGE}")

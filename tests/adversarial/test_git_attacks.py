@@ -1111,3 +1111,16 @@ def test_reading_an_object_over_the_limit_leaves_the_reader_in_step(repo: Repo) 
         with pytest.raises(InputError, match="more than the 4 allowed"):
             reader.read(blob, limit=4, what="blob")
         assert reader.read(blob) == ("blob", b"the application\n")
+
+
+def test_an_empty_range_proves_nothing_and_is_not_a_pass(
+    repo: Repo, people: dict[str, SshUser]
+) -> None:
+    """BASE already containing HEAD (a mistyped or moved range) gives exit 2, never "0 verified"."""
+    repo.write("src/app.txt", "more\n")
+    repo.commit_ssh(people["alice"], "alice")
+    for spec in ("HEAD..HEAD", "HEAD..base"):
+        code, _, stderr = _commits(repo, "--range", spec)
+        assert code == 2, stderr
+        assert "holds no commits: nothing to prove" in stderr
+    assert _commits(repo, "--range", "base..HEAD")[0] == 0  # control
