@@ -89,7 +89,8 @@ def test_submodule_read_from_the_superprojects_modules_store(tmp_path: Path) -> 
     (repo.path / "sub/.git").unlink()
     code, out = _tree(repo)
     assert code == 0, out
-    other = _library(tmp_path / "other")
+    # another history (made in the same second, an identical library would be the same commit)
+    other = _library(tmp_path / "other", "other")
     (repo.path / "sub/.git").write_text(f"gitdir: {other.path / '.git'}\n")
     code, out = _tree(repo)
     assert code == 1
