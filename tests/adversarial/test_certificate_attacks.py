@@ -45,7 +45,7 @@ from tests.components.tsa import (
 
 EKU = ExtendedKeyUsageOID
 ANY_EKU = x509.ObjectIdentifier("2.5.29.37.0")
-TIMEOUT = 60  # seconds: a hang is a failure, never a stuck suite
+TIMEOUT = 180  # seconds: a hang fails the test; generous, as a loaded runner stalls
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 

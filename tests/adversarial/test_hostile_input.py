@@ -32,7 +32,7 @@ from tests.components.hsm import HsmFixture
 from tests.components.openbao import OpenBao, free_port, openbao_server
 from tests.components.tsa import LocalTsa, TsaPki
 
-TIMEOUT = 60  # seconds: a command that blocks on a FIFO or reads /dev/zero never gets here
+TIMEOUT = 180  # seconds: a command that blocks on a FIFO or reads /dev/zero never gets here
 
 
 def _sealgate(
