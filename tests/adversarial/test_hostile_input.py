@@ -639,13 +639,8 @@ HOSTILE_STATEMENTS = {
 }
 
 
-@pytest.mark.parametrize("case", list(HOSTILE_STATEMENTS))
-def test_a_signed_but_hostile_statement_is_exit_2_naming_the_field(
-    tmp_path: Path, case: str
-) -> None:
-    """The signature verifies; the statement inside is still read as hostile JSON."""
-    extra, reason = HOSTILE_STATEMENTS[case]
-    payload = _STATEMENT.replace("__EXTRA__", extra).encode()
+def _signed_envelope(tmp_path: Path, payload: bytes) -> tuple[Path, Path]:
+    """`payload` in a DSSE envelope validly signed by a fresh key, and that key's PEM."""
     key = ec.generate_private_key(ec.SECP256R1())
     pem = tmp_path / "trusted.pem"
     pem.write_bytes(
@@ -660,6 +655,17 @@ def test_a_signed_but_hostile_statement_is_exit_2_naming_the_field(
         "payload": base64.b64encode(payload).decode(),
         "signatures": [{"sig": base64.b64encode(signature).decode()}],
     }))  # fmt: skip
+    return envelope, pem
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_STATEMENTS))
+def test_a_signed_but_hostile_statement_is_exit_2_naming_the_field(
+    tmp_path: Path, case: str
+) -> None:
+    """The signature verifies; the statement inside is still read as hostile JSON."""
+    extra, reason = HOSTILE_STATEMENTS[case]
+    payload = _STATEMENT.replace("__EXTRA__", extra).encode()
+    envelope, pem = _signed_envelope(tmp_path, payload)
     result = _sealgate("attest", "verify", envelope, "--public-key", pem)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{envelope}: " in result.stderr and reason in result.stderr, result.stderr
@@ -669,20 +675,7 @@ def test_a_signed_but_hostile_statement_is_exit_2_naming_the_field(
 def test_the_honest_signed_statement_verifies(tmp_path: Path) -> None:
     """Control for the cases above: the same statement without the extra field passes."""
     payload = _STATEMENT.replace("__EXTRA__", "").encode()
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = tmp_path / "trusted.pem"
-    pem.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    signature = key.sign(PAE(IN_TOTO_PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
-    envelope = tmp_path / "vsa.json"
-    envelope.write_text(json.dumps({
-        "payloadType": IN_TOTO_PAYLOAD_TYPE,
-        "payload": base64.b64encode(payload).decode(),
-        "signatures": [{"sig": base64.b64encode(signature).decode()}],
-    }))  # fmt: skip
+    envelope, pem = _signed_envelope(tmp_path, payload)
     result = _sealgate("attest", "verify", envelope, "--public-key", pem)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "result  PASSED" in result.stdout

@@ -144,56 +144,37 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _make_root(name: x509.Name, now: dt.datetime) -> tuple[x509.Certificate, _PrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(
-            CA_KEY_USAGE,
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _make_intermediate(
+def _make_ca(
     name: x509.Name,
-    issuer: tuple[x509.Certificate, _PrivateKey],
+    issuer: tuple[x509.Certificate, _PrivateKey] | None,
     now: dt.datetime,
-    eku: list[x509.ObjectIdentifier] | None,
+    *,
+    path_length: int,
+    days: int,
+    eku: list[x509.ObjectIdentifier] | None = None,
 ) -> tuple[x509.Certificate, _PrivateKey]:
-    """A CA under `issuer`; `eku` None leaves out extendedKeyUsage (the CA/B Forum profiles
-    allow an intermediate's EKU to constrain what it issues)."""
-    issuer_cert, issuer_key = issuer
+    """A CA certificate: self-signed when `issuer` is None, else under it; `eku` None leaves
+    out extendedKeyUsage (the CA/B Forum profiles let an intermediate's EKU constrain what it
+    issues)."""
     key = ec.generate_private_key(ec.SECP256R1())
+    issuer_name, issuer_key = (name, key) if issuer is None else (issuer[0].subject, issuer[1])
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(issuer_cert.subject)
+        .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1825))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            CA_KEY_USAGE,
-            critical=True,
-        )
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(CA_KEY_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
             critical=False,
         )
-    )
     if eku is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
     return builder.sign(issuer_key, hashes.SHA256()), key
@@ -288,9 +269,9 @@ def make_tsa_pki(directory: Path) -> TsaPki:
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     root_name = _name("Sealgate Test TSA Root")
-    root = _make_root(root_name, now)
+    root = _make_ca(root_name, None, now, path_length=1, days=3650)
     # Same subject as the real root, different key: only a signature check catches it.
-    impostor = _make_root(root_name, now)
+    impostor = _make_ca(root_name, None, now, path_length=1, days=3650)
     root_pem = directory / "tsa-root.pem"
     untrusted_root_pem = directory / "tsa-untrusted-root.pem"
     root_pem.write_bytes(root[0].public_bytes(serialization.Encoding.PEM))
@@ -303,11 +284,13 @@ def make_tsa_pki(directory: Path) -> TsaPki:
         + _config_section(SECTION_ESS_V1, "sha1")
     )
     start, end = now - dt.timedelta(days=1), now + dt.timedelta(days=365)
-    intermediate = _make_intermediate(
+    intermediate = _make_ca(
         _name("Sealgate Test Timestamping CA 3"),
         root,
         now,
-        [ExtendedKeyUsageOID.TIME_STAMPING],
+        path_length=0,
+        days=1825,
+        eku=[ExtendedKeyUsageOID.TIME_STAMPING],
     )
     intermediate_pem = directory / "tsa-intermediate.pem"
     intermediate_pem.write_bytes(intermediate[0].public_bytes(serialization.Encoding.PEM))
