@@ -1,11 +1,14 @@
-"""The house rules, held by CI: ruff (lint and format) and mypy --strict over the whole tree."""
+"""The house rules, held by CI: ruff (lint and format), mypy --strict over the whole tree, and
+the import contracts of DESIGN.md section 2 (import-linter)."""
 
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 
@@ -28,49 +31,75 @@ def test_linter_is_clean(command: list[str]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-#: DESIGN.md section 2: which top-level packages each package may import.
+def _lint_imports(cwd: Path, *extra: str, pythonpath: Path | None = None) -> CompletedProcess[str]:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    script = Path(sys.executable).parent / "lint-imports"
+    return subprocess.run(
+        [str(script), "--no-cache", *extra], cwd=cwd, env=env, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+
+
+def test_import_contracts_hold() -> None:
+    """DESIGN.md section 2 as import-linter contracts (pyproject.toml): signer and integrity are
+    independent, neither imports sealgate, and nothing in sealgate imports upward."""
+    result = _lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 3 kept, 0 broken." in result.stdout, result.stdout
+
+
+def test_import_contracts_see_an_upward_import(tmp_path: Path) -> None:
+    """The same kind of contract fails on an offence (a check that cannot fail is none)."""
+    package = tmp_path / "demo_pkg"
+    (package / "low").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "low" / "__init__.py").write_text("import demo_pkg.high\n")
+    (package / "high.py").write_text("import demo_pkg.low\n")
+    (tmp_path / ".importlinter").write_text(
+        "[importlinter]\nroot_package = demo_pkg\n\n[importlinter:contract:1]\n"
+        "name = no upward import\ntype = layers\nlayers =\n    demo_pkg.high\n    demo_pkg.low\n"
+    )
+    result = _lint_imports(tmp_path, pythonpath=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "demo_pkg.low is not allowed to import demo_pkg.high" in result.stdout, result.stdout
+
+
+#: Imports by string (`importlib.import_module("...")`) that import-linter cannot see.
 FORBIDDEN_IMPORTS = {
     "signer": ("integrity", "sealgate"),
     "integrity": ("signer", "sealgate"),
 }
 
 
-def _imported_packages(path: Path) -> set[str]:
-    """The top-level names a module imports (plain, from-imports and importlib strings)."""
+def _imported_by_string(path: Path) -> set[str]:
+    """The top-level names a module imports through importlib.import_module string literals."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-        elif (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            found.add(node.args[0].value.split(".")[0])
-    return found
+    return {
+        node.args[0].value.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    }
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN_IMPORTS))
-def test_import_rules_of_the_design_hold(package: str) -> None:
-    """`signer` and `integrity` do not import each other or `sealgate` (nothing imports upward)."""
+def test_no_forbidden_import_by_string(package: str) -> None:
+    """What import-linter cannot see: `signer` and `integrity` import nothing of each other or
+    of `sealgate` by name either."""
     offenders = [
         f"{path.relative_to(ROOT)} imports {name}"
         for path in sorted((ROOT / package).rglob("*.py"))
-        for name in sorted(_imported_packages(path) & set(FORBIDDEN_IMPORTS[package]))
+        for name in sorted(_imported_by_string(path) & set(FORBIDDEN_IMPORTS[package]))
     ]
     assert not offenders, "\n".join(offenders)
 
 
-def test_the_import_rule_check_sees_an_offence(tmp_path: Path) -> None:
-    """The checker itself: each way of importing is seen (a check that cannot fail is none)."""
+def test_the_string_import_check_sees_an_offence(tmp_path: Path) -> None:
     module = tmp_path / "offender.py"
-    module.write_text(
-        "import integrity.tree\nfrom sealgate.cli import main\n"
-        "import importlib\nimportlib.import_module('signer.keys')\n"
-    )
-    assert _imported_packages(module) >= {"integrity", "sealgate", "signer"}
+    module.write_text("import importlib\nimportlib.import_module('signer.keys')\n")
+    assert _imported_by_string(module) == {"signer"}
