@@ -11,15 +11,18 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from integrity.errors import IntegrityError
 from sealgate import __version__
 from sealgate.errors import SealgateError
+from sealgate.output import emit_json
 from signer.errors import SignerError
 from signer.redact import environment_secrets, redact_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
+#: the reason code of an OS error on a path that escaped a command
+PATH_ERROR = "path-error"
 
 
 #: command -> module with `add_parser()`. Only the command being run is imported, so
@@ -55,16 +58,67 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen_parsers(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> list[argparse.ArgumentParser]:
+    """The parser of the running command and its parents (`keys csr`: top, keys, csr)."""
+    chain: list[argparse.ArgumentParser] = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                chain += _chosen_parsers(chosen, args)
+    return chain
+
+
+def flag_names(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """dest -> option string of the running command, read from its parser (never a second list)."""
+    names: dict[str, str] = {}
+    for each in _chosen_parsers(parser, args):
+        for action in each._actions:
+            longs = [o for o in action.option_strings if o.startswith("--")]
+            if longs and action.dest not in ("help", "version"):
+                names[action.dest] = longs[0]
+    return names
+
+
+def error_line(exc: SignerError | IntegrityError | SealgateError, flags: Mapping[str, str]) -> str:
+    """The message, led by the flag of the field it is about unless it already names it."""
+    message = exc.diagnostics()
+    flag = flags.get(exc.field or "")
+    if flag and not message.startswith(flag):
+        message = f"{flag}: {message}"
+    return message
+
+
+def os_error_line(exc: OSError) -> str:
+    """PATH: STRERROR, for an OS error on a path that no command turned into a typed error."""
+    paths = [os.fsdecode(p) for p in (exc.filename, exc.filename2) if p is not None]
+    reason = exc.strerror or str(exc)
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
+def _fail(args: argparse.Namespace, code: str, message: str, field: str | None) -> None:
+    """The error line on stderr; with --json also the error document on stdout."""
+    message = redact_text(message, environment_secrets(os.environ))
+    if getattr(args, "json", False) is True:
+        emit_json({"error": {"code": code, "message": message, "field": field}})
+    print(f"sealgate: error: [{code}] {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in arguments if not a.startswith("-")), None)
-    args = build_parser(first if first in COMMANDS else None).parse_args(arguments)
+    parser = build_parser(first if first in COMMANDS else None)
+    args = parser.parse_args(arguments)
     try:
         code: int = args.handler(args)
     except (SignerError, IntegrityError, SealgateError) as exc:
-        secrets = environment_secrets(os.environ)
-        print(f"sealgate: error: {redact_text(exc.diagnostics(), secrets)}", file=sys.stderr)
+        _fail(args, exc.code, error_line(exc, flag_names(parser, args)), exc.field)
         return exc.exit_code
+    except OSError as exc:  # a path too long, not a directory, not permitted: usage, not a verdict
+        _fail(args, PATH_ERROR, os_error_line(exc), None)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("sealgate: interrupted; nothing was written", file=sys.stderr)
         return 130

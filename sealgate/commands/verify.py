@@ -83,7 +83,9 @@ def parse_time(text: str) -> dt.datetime:
     try:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise SealgateError(f"--at {text!r}: not an ISO 8601 time") from None
+        raise SealgateError(
+            f"{text!r}: not an ISO 8601 time", code="bad-time", field="at"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 

@@ -1,0 +1,143 @@
+"""The CLI's error line: `[CODE]`, the flag of the field, OS errors on paths as exit 2, and
+`--json`'s error document. Through the real command, as a release engineer meets them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sealgate.cli import build_parser, error_line, flag_names
+from sealgate.errors import SealgateError
+from signer.errors import ConfigError
+from tests.components.cli import sealgate
+from tests.components.hsm import HsmFixture
+
+LONG = "x" * 300  # longer than NAME_MAX (255) on every file system we run on
+
+
+def _one_error(result: subprocess.CompletedProcess[str], exit_code: int, code: str) -> str:
+    """The single stderr line, checked for its exit code and reason code, never a traceback."""
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"sealgate: error: [{code}] "), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"an artifact\n")
+    return path
+
+
+def test_sign_a_file_name_longer_than_the_system_allows(
+    hsm: HsmFixture, tmp_path: Path, artifact: Path
+) -> None:
+    long = tmp_path / LONG
+    result = sealgate("sign", "--key", hsm.uri("ec256"), artifact, long, env=hsm.env)
+    line = _one_error(result, 2, "path-error")
+    assert LONG in line
+    assert not list(tmp_path.glob("*.p7s"))  # the batch wrote nothing
+
+
+def test_sign_out_dir_that_is_a_file(hsm: HsmFixture, tmp_path: Path, artifact: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the folder should be\n")
+    result = sealgate(
+        "sign", "--key", hsm.uri("ec256"), "--out-dir", blocker, artifact, env=hsm.env
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert str(blocker) in result.stderr
+    assert "] " in result.stderr and result.stderr.startswith("sealgate: error: [")
+    assert blocker.read_text() == "a file where the folder should be\n"
+
+
+def test_sign_json_prints_the_error_document(
+    hsm: HsmFixture, tmp_path: Path, artifact: Path
+) -> None:
+    result = sealgate(
+        "sign", "--json", "--key", hsm.uri("ec256"), artifact, tmp_path / LONG, env=hsm.env
+    )
+    _one_error(result, 2, "path-error")
+    document = json.loads(result.stdout)
+    assert document["error"]["code"] == "path-error"
+    assert LONG in document["error"]["message"]
+    assert set(document["error"]) == {"code", "message", "field"}
+
+
+def test_verify_a_file_name_longer_than_the_system_allows(hsm: HsmFixture, tmp_path: Path) -> None:
+    long = tmp_path / LONG
+    result = sealgate("verify", "--json", "--trust-roots", hsm.root_pem, long)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert LONG in result.stdout + result.stderr
+    document = json.loads(result.stdout)
+    codes = [a.get("code") for a in document.get("artifacts", [])] or [document["error"]["code"]]
+    assert codes == ["path-error"], document
+
+
+def test_tree_a_repository_path_longer_than_the_system_allows(tmp_path: Path) -> None:
+    result = sealgate("tree", "--json", "--repo", tmp_path / LONG)
+    line = _one_error(result, 2, "path-error")
+    assert LONG in line
+    assert json.loads(result.stdout)["error"]["code"] == "path-error"
+
+
+def test_an_os_error_in_a_subdirectory_of_a_file_is_exit_2(
+    hsm: HsmFixture, tmp_path: Path, artifact: Path
+) -> None:
+    """ENOTDIR: an artifact 'inside' a file. A usage error naming the path, not a verdict."""
+    inside = artifact / "inner.bin"
+    result = sealgate("sign", "--key", hsm.uri("ec256"), inside, env=hsm.env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert str(inside) in result.stderr
+
+
+def test_the_error_line_names_the_flag_of_the_field() -> None:
+    parser = build_parser("verify")
+    args = parser.parse_args(["verify", "--trust-roots", "r.pem", "a.bin"])
+    flags = flag_names(parser, args)
+    assert flags["trust_roots"] == "--trust-roots"
+    assert flags["tsa_certs"] == "--tsa-certs"
+    bare = ConfigError("r.pem: not a certificate", field="trust_roots")
+    assert error_line(bare, flags) == "--trust-roots: r.pem: not a certificate"
+    named = ConfigError("--trust-roots is required", field="trust_roots")
+    assert error_line(named, flags) == "--trust-roots is required"  # never twice
+    unknown = SealgateError("something", field="no_such_option")
+    assert error_line(unknown, flags) == "something"
+
+
+def test_the_flag_map_follows_nested_commands_and_aliases() -> None:
+    parser = build_parser("keys")
+    args = parser.parse_args(["keys", "csr", "pkcs11:token=t;object=k", "--subject", "CN=x"])
+    assert flag_names(parser, args)["rsa_padding"] == "--rsa-padding"
+    parser = build_parser("run")
+    args = parser.parse_args(["run"])
+    names = flag_names(parser, args)
+    assert names["tsa_urls"] == "--tsa" and names["certificate"] == "--certificate"
+    assert isinstance(args, argparse.Namespace)
+
+
+def test_a_field_error_through_the_cli_shows_code_and_flag(hsm: HsmFixture) -> None:
+    """A field-bearing error: the line carries the code and the flag, once."""
+    result = sealgate("verify", "--at", "not a time", "--trust-roots", hsm.root_pem, "a")
+    line = _one_error(result, 2, "bad-time")
+    assert line == "sealgate: error: [bad-time] --at: 'not a time': not an ISO 8601 time"
+
+
+def test_a_field_error_with_json_carries_the_field(hsm: HsmFixture) -> None:
+    result = sealgate("verify", "--json", "--at", "1999-13-40", "--trust-roots", hsm.root_pem, "a")
+    _one_error(result, 2, "bad-time")
+    assert json.loads(result.stdout)["error"] == {
+        "code": "bad-time",
+        "field": "at",
+        "message": "--at: '1999-13-40': not an ISO 8601 time",
+    }
