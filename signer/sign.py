@@ -64,14 +64,7 @@ class SignedArtifact:
                 "subject": self.certificate_subject,
             },
             "output": str(self.signature),
-            "timestamp": None
-            if self.timestamp is None
-            else {
-                "gen_time": self.timestamp.gen_time.isoformat(),
-                "tsa": self.timestamp.tsa_subject,
-                "url": self.timestamp.url,
-                "serial": format(self.timestamp.serial, "x"),
-            },
+            "timestamp": None if self.timestamp is None else self.timestamp.as_json(),
         }
 
 

@@ -9,6 +9,7 @@ gives a valid token the caller fails closed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import random
@@ -72,6 +73,19 @@ class TimestampToken:
     hash_name: str
     serial: int
     url: str | None = None
+    #: The TSA policy OID (TSTInfo.policy), dotted.
+    policy: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        """The one JSON shape of a timestamp, shared by sign, timestamp, verify and run."""
+        return {
+            "gen_time": self.gen_time.astimezone(dt.UTC).isoformat(),
+            "tsa": self.tsa_subject,
+            "serial": format(self.serial, "x"),
+            "policy": self.policy,
+            "digest_algorithm": self.hash_name,
+            "tsa_url": None if self.url is None else redact_url(self.url),
+        }
 
 
 class TimeStampResp(core.Sequence):  # type: ignore[misc]
@@ -135,6 +149,7 @@ def verify_token(
         gen_time = asn1_utc(tst["gen_time"], "genTime", where)
         token_nonce = tst["nonce"].native
         serial = int(tst["serial_number"].native)
+        policy = str(tst["policy"].dotted)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise VerificationError(f"{where}: malformed TSTInfo ({exc})") from None
     if imprint_hash not in ("sha256", "sha384", "sha512"):
@@ -176,6 +191,7 @@ def verify_token(
         tsa_subject=describe(cert),
         hash_name=imprint_hash,
         serial=serial,
+        policy=policy,
     )
 
 
@@ -304,14 +320,7 @@ class TimestampClient:
             except VerificationError as exc:
                 # A wrong answer is not retried: a TSA that lies once is not asked again.
                 raise _TsaError(exc.message.removeprefix("response: "), retry=False) from None
-            return TimestampToken(
-                der=token.der,
-                gen_time=token.gen_time,
-                tsa_subject=token.tsa_subject,
-                hash_name=token.hash_name,
-                serial=token.serial,
-                url=redact_url(url),
-            )
+            return dataclasses.replace(token, url=redact_url(url))
         raise _TsaError(f"{reason} ({attempts} attempt{'s' if attempts > 1 else ''})", retry=True)
 
     def _post(self, url: str, query: bytes) -> bytes:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
+from asn1crypto import tsp
 
 from signer.cmsverify import parse_signed_data
 from tests.components.cli import openssl_cms_verify, sealgate
 from tests.components.hsm import HsmFixture
-from tests.components.tsa import LocalTsa, TsaPki, openssl_ts_verify_token, start_tsa
+from tests.components.tsa import (
+    TSA_POLICY,
+    LocalTsa,
+    TsaPki,
+    openssl_ts_verify_token,
+    start_tsa,
+)
 
 
 def _artifacts(tmp_path: Path, count: int = 1) -> list[Path]:
@@ -44,7 +52,7 @@ def test_timestamped_signature_verifies_with_stock_openssl(
     code, out, err = _sign(hsm, tsa_pki, "--tsa", tsas[mode].url, "--json", artifact)
     assert code == 0, err
     [entry] = json.loads(out)["signed"]
-    assert entry["timestamp"]["url"] == tsas[mode].url
+    assert entry["timestamp"]["tsa_url"] == tsas[mode].url
     p7s = Path(entry["output"])
     # the CMS signature is still exactly what OpenSSL verifies (CAdES-T)
     assert openssl_cms_verify(p7s, artifact, hsm.root_pem).returncode == 0
@@ -57,6 +65,30 @@ def test_timestamped_signature_verifies_with_stock_openssl(
     assert openssl_ts_verify_token(token, signature[:-1] + b"\0", tsa_pki.root_pem).returncode != 0
 
 
+def test_a_timestamp_has_one_json_shape_with_a_redacted_url(
+    hsm: HsmFixture, tsa_pki: TsaPki, tsas: dict[str, LocalTsa], tmp_path: Path
+) -> None:
+    """`TimestampToken.as_json()` is what `sign --json` shows: every field, the URL redacted."""
+    [artifact] = _artifacts(tmp_path)
+    host = tsas["good"].url.split("://", 1)[1]
+    url = f"http://stamper:hunter2secret@{host}?token=s3cr3t-value"
+    code, out, err = _sign(hsm, tsa_pki, "--tsa", url, "--json", artifact)
+    assert code == 0, err
+    stamp = json.loads(out)["signed"][0]["timestamp"]
+    assert set(stamp) == {"gen_time", "tsa", "serial", "policy", "digest_algorithm", "tsa_url"}
+    assert stamp["tsa_url"] == f"http://{host}?token=REDACTED"
+    assert "hunter2secret" not in out and "s3cr3t-value" not in out
+    assert stamp["policy"] == TSA_POLICY
+    assert stamp["digest_algorithm"] == "sha256"
+    assert stamp["tsa"] == "CN=Sealgate Test TSA (good),O=Sealgate Tests"
+    gen_time = dt.datetime.fromisoformat(stamp["gen_time"])
+    assert gen_time.utcoffset() == dt.timedelta(0)
+    token, _ = _token_and_signature(Path(json.loads(out)["signed"][0]["output"]))
+    tst = tsp.TSTInfo.load(parse_signed_data(token, "token").econtent)
+    assert int(stamp["serial"], 16) == tst["serial_number"].native
+    assert gen_time == tst["gen_time"].native
+
+
 def test_failover_to_the_next_tsa(
     hsm: HsmFixture, tsa_pki: TsaPki, tsas: dict[str, LocalTsa], tmp_path: Path
 ) -> None:
@@ -66,7 +98,7 @@ def test_failover_to_the_next_tsa(
         "--tsa", tsas["good"].url, "--tsa-retries", "0", "--json", artifact,
     )  # fmt: skip
     assert code == 0, err
-    assert json.loads(out)["signed"][0]["timestamp"]["url"] == tsas["good"].url
+    assert json.loads(out)["signed"][0]["timestamp"]["tsa_url"] == tsas["good"].url
 
 
 @pytest.mark.parametrize(
@@ -117,7 +149,9 @@ def test_one_line_per_tsa_when_none_answers(
     )  # fmt: skip
     assert code == 3
     lines = err.splitlines()
-    assert lines[0] == "sealgate: error: no TSA issued a valid timestamp; nothing was written:"
+    assert lines[0] == (
+        "sealgate: error: [backend-unavailable] no TSA issued a valid timestamp; nothing was written:"
+    )
     assert [line.split(": ")[0].strip() for line in lines[1:]] == urls
     assert "connection refused (2 attempts)" in lines[1]
     assert not (tmp_path / f"{artifact.name}.p7s").exists()
