@@ -6,6 +6,7 @@ raises InputError (exit 2) naming the file, and never blocks on a FIFO.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -15,6 +16,7 @@ from integrity.errors import InputError
 MIB = 1 << 20
 POLICY_LIMIT = 1 * MIB
 KEY_FILE_LIMIT = 1 * MIB
+_CHUNK = 1 << 20
 
 
 def read_regular(path: Path, *, what: str, limit: int) -> bytes:
@@ -36,3 +38,17 @@ def read_regular(path: Path, *, what: str, limit: int) -> bytes:
     if len(data) > limit:
         raise InputError(f"{what} {path}: larger than the {limit} bytes allowed")
     return data
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks: the one file hash of the integrity checks."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as stream:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+    except OSError as exc:
+        raise InputError(
+            f"{path}: cannot read ({exc.strerror})", code="path-error", field="artifacts"
+        ) from None
+    return digest.hexdigest()

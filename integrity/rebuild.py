@@ -9,7 +9,6 @@ member by member (`integrity.archive_diff`) so a non-reproducible build can be f
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -17,18 +16,18 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from integrity.archive_diff import explain, run_diffoscope
+from integrity.artifacts import match_artifacts, select_artifacts
 from integrity.errors import InputError, IntegrityError
+from integrity.files import sha256_file
 from integrity.gitobjects import git_argv, git_env
 
 #: Set by the rebuild itself; `pass_env` cannot override them.
 NORMALISED = ("SOURCE_DATE_EPOCH", "TZ", "LC_ALL", "LANG", "PYTHONHASHSEED", "HOME", "PATH")
 #: Lines of the build log shown when the rebuild fails.
 LOG_TAIL_LINES = 30
-
-_CHUNK = 1 << 20
 
 
 class RebuildError(IntegrityError):
@@ -127,7 +126,7 @@ def rebuild(
     caller_env = dict(os.environ if environ is None else environ)
     root = repository_root(repo)
     oid = resolve_commit(root, commit)
-    expected = match_artifacts(root, artifact_globs)
+    expected = _expected(root, artifact_globs)
     extra = _passed_env(pass_env, caller_env)
     epoch = _git(root, "show", "-s", "--format=%ct", oid).strip()
 
@@ -155,9 +154,13 @@ def rebuild(
                 f"--command {command!r}: build command not found (bash exit 127)",
                 hint=f"build log tail: {tail.strip()[-500:]}" if tail.strip() else None,
             )
+        produced = {
+            p.relative_to(clone).as_posix(): p
+            for hits in select_artifacts(clone, artifact_globs)
+            for p in hits
+        }
         results = [
-            _compare(root, clone, rel, digest, artifact_globs, diffoscope)
-            for rel, digest in expected.items()
+            _compare(root, rel, digest, produced, diffoscope) for rel, digest in expected.items()
         ]
         return RebuildReport(
             commit=oid,
@@ -213,35 +216,9 @@ def resolve_commit(root: Path, rev: str) -> str:
     raise InputError(f"--commit {rev}: does not resolve to a commit in {root}")
 
 
-def match_artifacts(root: Path, globs: Sequence[str]) -> dict[str, str]:
-    """Relative path -> sha256 of each workspace file matched by a glob; every glob must match."""
-    if not globs:
-        raise InputError("--artifacts: at least one glob is required")
-    matched: dict[str, str] = {}
-    resolved_root = root.resolve()
-    for pattern in globs:
-        pure = PurePosixPath(pattern)
-        if not pattern or pure.is_absolute() or ".." in pure.parts:
-            raise InputError(f"--artifacts {pattern!r}: must be a glob relative to the repository")
-        hits = sorted(
-            p
-            for p in root.glob(pattern)
-            if p.is_file() and ".git" not in p.relative_to(root).parts
-            and p.resolve().is_relative_to(resolved_root)
-        )  # fmt: skip
-        if not hits:
-            raise InputError(f"--artifacts {pattern!r}: matches no file in {root}")
-        for path in hits:
-            matched.setdefault(path.relative_to(root).as_posix(), sha256_file(path))
-    return matched
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _expected(root: Path, globs: Sequence[str]) -> dict[str, str]:
+    """Relative path -> sha256 of each workspace file the globs select (the one matcher)."""
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in match_artifacts(root, globs)}
 
 
 def _passed_env(names: Sequence[str], caller_env: Mapping[str, str]) -> dict[str, str]:
@@ -313,21 +290,18 @@ def _build(
 
 def _compare(
     root: Path,
-    clone: Path,
     rel: str,
     expected: str,
-    globs: Sequence[str],
+    produced: Mapping[str, Path],
     use_diffoscope: bool,
 ) -> ArtifactResult:
-    rebuilt = clone / rel
-    inside = rebuilt.resolve().is_relative_to(clone.resolve())
-    if not (inside and rebuilt.is_file()):
-        produced = sorted(
-            {p.relative_to(clone).as_posix() for g in globs for p in clone.glob(g) if p.is_file()}
-        )
+    """`produced` is what the same globs select in the clone, through the same matcher."""
+    rebuilt = produced.get(rel)
+    if rebuilt is None:
         notes = ["missing in the rebuild"]
         if produced:
-            shown = ", ".join(produced[:10]) + (" ..." if len(produced) > 10 else "")
+            names = sorted(produced)
+            shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
             notes.append(f"the rebuild produced instead: {shown}")
         return ArtifactResult(rel, expected, None, False, notes)
     digest = sha256_file(rebuilt)

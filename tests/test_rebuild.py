@@ -322,7 +322,8 @@ def test_artifact_glob_matching_nothing_is_named(tmp_path: Path) -> None:
         "--artifacts", "dist/*.whl",
     )  # fmt: skip
     assert result.returncode == 2
-    assert "--artifacts 'dist/*.whl': matches no file" in result.stderr
+    assert "[artifact-glob-empty]" in result.stderr
+    assert "'dist/*.whl' matches no file" in result.stderr
 
 
 def test_pass_env_must_be_set_and_cannot_override_the_normalised_names(tmp_path: Path) -> None:
