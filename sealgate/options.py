@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from integrity.policy import Policy, load_policy_file
 from sealgate.errors import SealgateError
 from signer.chain import load_trust_roots, load_untrusted
 from signer.redact import redact_url
@@ -16,6 +17,11 @@ from signer.timestamp import TsaSettings
 
 def _env_list(name: str) -> list[str]:
     return [item for item in os.environ.get(name, "").replace(",", " ").split() if item]
+
+
+def policy_file(path: Path) -> Policy:
+    """`--policy FILE` and its key files (regular, capped, the key files inside its folder)."""
+    return load_policy_file(path, what="--policy")
 
 
 def add_tsa_options(parser: argparse.ArgumentParser, *, required: bool = False) -> None:

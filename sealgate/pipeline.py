@@ -34,7 +34,7 @@ from integrity.tree import display_path, prove_tree
 from integrity.watch import watch_build
 from sealgate.attest import write_attestation
 from sealgate.errors import SealgateError
-from sealgate.options import tsa_certs, tsa_settings
+from sealgate.options import policy_file, tsa_certs, tsa_settings
 from signer.certificates import load_certificate, load_certificates
 from signer.chain import load_trust_roots
 from signer.errors import ConfigError, SignerError
@@ -595,8 +595,6 @@ class Pipeline:
     def _commits(self, stage: Stage) -> bool:
         fixed: Policy | None = None
         if self.config["policy"] is not None:
-            from sealgate.commands.commits import policy_file
-
             fixed = policy_file(self.config["policy"])
         if self.config["range"]:
             self.result.range, why = self.config["range"], "given with --range"
