@@ -38,21 +38,26 @@ install_node_tools() {
 }
 
 install_python() {
+  # $1: what to install; the demo needs only the package, the tests also need the dev tools.
+  # A venv that already has the dev tools keeps them (pip only adds what is missing).
   if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
   fi
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$1"
 }
 
+USER_PATH=$PATH  # the caller's own PATH: the demo judges from it whether `sealgate` is reachable
 export PATH="$VENV/bin:$PATH"  # tools the venv ships (bao, moto_server) come first
 command=${1:-test}
 shift || true
+case "$command" in
+  install | demo | test) ;;
+  *) echo "usage: bash scripts/dev.sh {demo|test|install} [options]" >&2; exit 2 ;;
+esac
 install_system
-install_python
-if [ "$command" != demo ]; then install_node_tools; fi
+if [ "$command" = demo ]; then install_python .; else install_python '.[dev]'; install_node_tools; fi
 case "$command" in
   install) ;;
-  demo) exec "$VENV/bin/sealgate" demo "$@" ;;
+  demo) PATH=$USER_PATH exec "$VENV/bin/sealgate" demo "$@" ;;
   test) exec "$VENV/bin/python" -m pytest "$@" ;;
-  *) echo "usage: bash scripts/dev.sh {demo|test|install} [options]" >&2; exit 2 ;;
 esac
