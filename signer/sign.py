@@ -1,5 +1,6 @@
-"""Sign a batch of artifacts: hash them in parallel, sign every digest through one open key,
-check each signature, and let the `.p7s` files appear only when all of them succeeded."""
+"""Sign a batch: `sign_digests()` signs precomputed digests (what the signing service calls);
+`sign_artifacts()` hashes files in parallel, signs their digests through one open key, checks
+each signature, and lets the `.p7s` files appear only when all of them succeeded."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from pathlib import Path
 from cryptography import x509
 
 from signer import cms, cmsverify
-from signer.algorithms import HashName, RsaPadding, SignatureScheme, scheme_for
+from signer.algorithms import HASH_NAMES, HashName, RsaPadding, SignatureScheme, scheme_for
 from signer.atomic import write_all
 from signer.certificates import check_signer_certificate, fingerprint
 from signer.digest import ArtifactDigest, ProgressCallback, check_artifact, digest_file
-from signer.errors import ConfigError, VerificationError
+from signer.errors import BackendUnavailableError, ConfigError, VerificationError
 from signer.files import SIGNATURE_LIMIT, read_capped
 from signer.keys.base import RemoteKey
 from signer.timestamp import TimestampClient, TimestampToken, TsaSettings, token_attribute
@@ -94,16 +95,25 @@ def plan_outputs(artifacts: Sequence[Path], out_dir: Path | None) -> list[Path]:
 
 
 def resolve_certificate(key: RemoteKey, options: SignOptions) -> tuple[x509.Certificate, str]:
-    """The signer certificate: `--cert`, else the one stored with the key on the token."""
+    """The signer certificate: the one given, else the one stored with the key on the token."""
     if options.cert is not None:
         return options.cert, options.cert_source
     cert = key.certificate()
     if cert is None:
         raise ConfigError(
             f"{key.display_uri}: no certificate given and none stored with the key",
-            hint="pass --cert CERT.pem",
+            hint="give the signer certificate",
+            code="no-certificate",
+            field="cert",
         )
     return cert, f"certificate on {key.display_uri}"
+
+
+def signing_scheme(key: RemoteKey, options: SignOptions) -> SignatureScheme:
+    """The scheme `key` signs with under `options`: it fixes the digest algorithm of a batch."""
+    return scheme_for(
+        key.public_key(), rsa_digest=options.rsa_digest, rsa_padding=options.rsa_padding
+    )
 
 
 def hash_all(
@@ -117,6 +127,128 @@ def hash_all(
         return list(pool.map(lambda path: digest_file(path, hash_name, progress), artifacts))
 
 
+@dataclass(frozen=True)
+class DigestToSign:
+    """One item of a batch: a name for reports, and the digest of its content."""
+
+    name: str
+    hash_name: str
+    digest: bytes
+
+
+@dataclass(frozen=True)
+class SignedDigest:
+    """One signed item: its detached CMS SignedData (DER) and the token inside it, if any."""
+
+    name: str
+    hash_name: str
+    digest: bytes
+    cms_der: bytes
+    timestamp: TimestampToken | None = None
+
+
+@dataclass(frozen=True)
+class SignedBatch:
+    """What `sign_digests()` made, and with which key, scheme and certificate."""
+
+    items: list[SignedDigest]
+    key: str
+    scheme: SignatureScheme
+    certificate: x509.Certificate
+
+
+def check_digests(items: Sequence[DigestToSign], scheme: SignatureScheme) -> None:
+    """Refuse a batch the key cannot sign as given: the service passes these from the network."""
+    if not items:
+        raise ConfigError("no digests to sign", code="nothing-to-sign", field="digests")
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        where = f"digest {index + 1}"
+        if not isinstance(item.name, str) or not item.name.strip():
+            raise ConfigError(f"{where}: the name is empty", code="bad-name", field="name")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in item.name):
+            raise ConfigError(
+                f"{where} {item.name!r}: the name holds control characters",
+                code="bad-name",
+                field="name",
+            )
+        if item.name in seen:
+            raise ConfigError(
+                f"{where} {item.name!r}: the name is given twice", code="duplicate-name",
+                field="name",
+            )  # fmt: skip
+        seen.add(item.name)
+        where = f"{where} {item.name!r}"
+        if item.hash_name not in HASH_NAMES:
+            raise ConfigError(
+                f"{where}: unknown digest algorithm {str(item.hash_name)[:40]!r}",
+                hint=f"use one of {', '.join(HASH_NAMES)}",
+                code="unknown-digest-algorithm",
+                field="digest_algorithm",
+            )
+        if item.hash_name != scheme.hash_name:
+            raise ConfigError(
+                f"{where}: a {item.hash_name} digest, but the key signs {scheme.describe()}",
+                hint=f"give the {scheme.hash_name} digest of the content",
+                code="digest-algorithm-mismatch",
+                field="digest_algorithm",
+            )
+        if not isinstance(item.digest, bytes):
+            raise ConfigError(
+                f"{where}: the digest is not bytes", code="bad-digest", field="digest"
+            )
+        if len(item.digest) != scheme.digest_size:
+            raise ConfigError(
+                f"{where}: a {item.hash_name} digest is {scheme.digest_size} bytes, "
+                f"this one is {len(item.digest)}",
+                code="digest-length",
+                field="digest",
+            )
+
+
+def sign_digests(
+    key: RemoteKey, items: Sequence[DigestToSign], options: SignOptions
+) -> SignedBatch:
+    """Sign precomputed digests with `key` (no file access): a CMS SignedData per item, each
+    signature checked against the key, timestamped when `options.tsa` is set."""
+    scheme = signing_scheme(key, options)
+    check_digests(items, scheme)
+    cert, cert_source = resolve_certificate(key, options)
+    check_signer_certificate(cert, key.public_key(), where=cert_source, key_name=key.display_uri)
+    signer_cert = cms.to_asn1(cert)
+    chain = [cms.to_asn1(c) for c in options.chain]
+
+    builder = cms.CadesBesBuilder(scheme, signer_cert, chain, cms.utc_now())
+    payloads = [builder.signed_attributes(item.digest) for item in items]
+    signatures = key.sign_many(payloads, scheme)
+    if len(signatures) != len(payloads):
+        raise BackendUnavailableError(
+            f"{key.display_uri}: {len(signatures)} signatures for {len(payloads)} digests",
+            code="backend-bad-answer",
+        )
+    for payload, signature in zip(payloads, signatures, strict=True):
+        key.check_signature(signature, payload, scheme)
+
+    tokens: list[TimestampToken | None] = [None] * len(signatures)
+    if options.tsa is not None:
+        with TimestampClient(options.tsa) as client:
+            tokens = list(client.stamp_many([(sig, scheme.hash_name) for sig in signatures]))
+
+    signed = [
+        SignedDigest(
+            name=item.name,
+            hash_name=item.hash_name,
+            digest=item.digest,
+            cms_der=builder.signed_data(
+                payload, signature, token_attribute(token) if token else b""
+            ),
+            timestamp=token,
+        )
+        for item, payload, signature, token in zip(items, payloads, signatures, tokens, strict=True)
+    ]
+    return SignedBatch(items=signed, key=key.display_uri, scheme=scheme, certificate=cert)
+
+
 def sign_artifacts(
     key: RemoteKey,
     artifacts: Sequence[Path],
@@ -126,36 +258,15 @@ def sign_artifacts(
 ) -> list[SignedArtifact]:
     """Sign every artifact with `key`, writing `ARTIFACT.p7s` for each, all or nothing."""
     outputs = plan_outputs(artifacts, options.out_dir)
-    public_key = key.public_key()
-    scheme: SignatureScheme = scheme_for(
-        public_key, rsa_digest=options.rsa_digest, rsa_padding=options.rsa_padding
-    )
-    cert, cert_source = resolve_certificate(key, options)
-    check_signer_certificate(cert, public_key, where=cert_source, key_name=key.display_uri)
-    signer_cert = cms.to_asn1(cert)
-    chain = [cms.to_asn1(c) for c in options.chain]
-
+    scheme = signing_scheme(key, options)
     digests = hash_all(artifacts, scheme.hash_name, progress)
-    builder = cms.CadesBesBuilder(scheme, signer_cert, chain, cms.utc_now())
-    payloads = [builder.signed_attributes(d.digest) for d in digests]
-    signatures = key.sign_many(payloads, scheme)
-    for payload, signature in zip(payloads, signatures, strict=True):
-        key.check_signature(signature, payload, scheme)
-
-    tokens: list[TimestampToken | None] = [None] * len(signatures)
-    if options.tsa is not None:
-        with TimestampClient(options.tsa) as client:
-            tokens = list(client.stamp_many([(sig, scheme.hash_name) for sig in signatures]))
-
-    write_all(
-        (target, builder.signed_data(payload, signature, token_attribute(token) if token else b""))
-        for payload, signature, token, target in zip(
-            payloads, signatures, tokens, outputs, strict=True
-        )
+    batch = sign_digests(
+        key, [DigestToSign(str(d.path), d.hash_name, d.digest) for d in digests], options
     )
+    write_all((target, item.cms_der) for target, item in zip(outputs, batch.items, strict=True))
 
-    cert_fp = fingerprint(cert)
-    subject = cert.subject.rfc4514_string()
+    cert_fp = fingerprint(batch.certificate)
+    subject = batch.certificate.subject.rfc4514_string()
     return [
         SignedArtifact(
             artifact=d.path,
@@ -163,13 +274,13 @@ def sign_artifacts(
             size=d.size,
             hash_name=d.hash_name,
             digest_hex=d.digest.hex(),
-            key=key.display_uri,
-            scheme=scheme.describe(),
+            key=batch.key,
+            scheme=batch.scheme.describe(),
             certificate_fingerprint=cert_fp,
             certificate_subject=subject,
-            timestamp=token,
+            timestamp=item.timestamp,
         )
-        for d, out, token in zip(digests, outputs, tokens, strict=True)
+        for d, out, item in zip(digests, outputs, batch.items, strict=True)
     ]
 
 
