@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.components import IN_CI, require
+from tests.components import IN_CI, leftovers, require
 from tests.components.hsm import HsmFixture, RemoteHsm, make_hsm, remote_hsm
 from tests.components.tsa import MODES, LocalTsa, TsaPki, make_tsa_pki
 
 __all__ = ["require"]
 
 _skipped: list[str] = []
+_before_run: set[int] = set()  # the pids alive when the run began: never the run's own
 
 
 @pytest.fixture(scope="session")
@@ -60,20 +61,38 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _skipped.append(report.nodeid)
 
 
-def _stop_gpg_agents(base: Path) -> None:
-    """gpg starts an agent per home directory and leaves it running: stop each one the tests
-    made (a socket below the run's temporary folder), so nothing outlives the run."""
-    for socket in base.rglob("S.gpg-agent"):
-        subprocess.run(
-            ["gpgconf", "--homedir", str(socket.parent), "--kill", "gpg-agent"],
-            capture_output=True, check=False, timeout=30,
-        )  # fmt: skip
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _before_run.update(leftovers.pids())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """A test that made a GnuPG home in its tmp_path stops that home's daemons when it ends."""
+    yield
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if isinstance(tmp_path, Path) and shutil.which("gpgconf"):
+        leftovers.stop_gpg_daemons(tmp_path)
+
+
+def _fail_on_leftovers(session: pytest.Session, base: Path) -> None:
+    """After every fixture is torn down: a process the run started that still lives fails it."""
+    found = leftovers.find(os.getpid(), _before_run, base)
+    if not found:
+        return
+    leftovers.kill(found)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    print(f"\n{len(found)} process(es) the tests started outlived them (now killed):")
+    for leftover in found:
+        print(f"  pid {leftover.pid} ({leftover.why}): {leftover.command}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     factory = getattr(session.config, "_tmp_path_factory", None)
-    if factory is not None and shutil.which("gpgconf"):
-        _stop_gpg_agents(factory.getbasetemp())
+    base = factory.getbasetemp() if factory is not None else None
+    if base is not None and shutil.which("gpgconf"):
+        leftovers.stop_gpg_daemons(base)  # module- and session-scoped homes
+    if base is not None:
+        _fail_on_leftovers(session, base)
     if IN_CI and _skipped:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         print(f"\nCI=true and {len(_skipped)} test(s) were skipped; a skip is a failure here:")
