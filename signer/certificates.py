@@ -19,6 +19,18 @@ from signer.files import CERTIFICATE_LIMIT, read_capped
 ANY_EXTENDED_KEY_USAGE = x509.ObjectIdentifier("2.5.29.37.0")
 
 
+class Problem(str):
+    """Why a certificate cannot serve, in words, with the stable reason code beside them: it is
+    still a `str`, so callers that only show the text keep working."""
+
+    code: str
+
+    def __new__(cls, text: str, *, code: str) -> Problem:
+        made = super().__new__(cls, text)
+        made.code = code
+        return made
+
+
 def load_certificates(path: Path, what: str = "certificate file") -> list[x509.Certificate]:
     """Every certificate in a PEM bundle, or the one in a DER file (a regular file, capped)."""
     data = read_capped(path, what=what, limit=CERTIFICATE_LIMIT)
@@ -28,9 +40,11 @@ def load_certificates(path: Path, what: str = "certificate file") -> list[x509.C
         else:
             certs = [x509.load_der_x509_certificate(data)]
     except ValueError:
-        raise ConfigError(f"{path}: not a PEM or DER X.509 certificate") from None
+        raise ConfigError(
+            f"{path}: not a PEM or DER X.509 certificate", code="malformed-certificate"
+        ) from None
     if not certs:
-        raise ConfigError(f"{path}: holds no certificate")
+        raise ConfigError(f"{path}: holds no certificate", code="malformed-certificate")
     return certs
 
 
@@ -38,7 +52,9 @@ def load_certificate(path: Path, what: str = "certificate file") -> x509.Certifi
     certs = load_certificates(path, what)
     if len(certs) > 1:
         raise ConfigError(
-            f"{path}: holds {len(certs)} certificates; give the signer's alone and the rest with --chain"
+            f"{path}: holds {len(certs)} certificates; give the signer's alone and the "
+            "rest as the chain",
+            code="several-certificates",
         )
     return certs[0]
 
@@ -69,36 +85,47 @@ class Purpose:
     exclusive: bool = False
     #: keyUsage bits of which the leaf needs one when it carries keyUsage at all.
     key_usages: tuple[str, ...] = ("digital_signature",)
+    #: The reason code of a leaf that may not act for this purpose.
+    code: str = "bad-input"
 
 
-CODE_SIGNING = Purpose("codeSigning", ExtendedKeyUsageOID.CODE_SIGNING)
+CODE_SIGNING = Purpose("codeSigning", ExtendedKeyUsageOID.CODE_SIGNING, code="no-codesigning")
 TIME_STAMPING = Purpose(
     "timeStamping",
     ExtendedKeyUsageOID.TIME_STAMPING,
+    code="no-timestamping",
     critical=True,
     exclusive=True,
     key_usages=("digital_signature", "content_commitment"),
 )
 
 
-def usage_problem(cert: x509.Certificate, purpose: Purpose) -> str | None:
+def usage_problem(cert: x509.Certificate, purpose: Purpose) -> Problem | None:
     """Why the certificate's extended key usage does not allow `purpose`; None when it does."""
     try:
         extension = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
     except x509.ExtensionNotFound:
-        return f"certificate {describe(cert)!r} has no extendedKeyUsage; {purpose.name} is required"
+        return Problem(
+            f"certificate {describe(cert)!r} has no extendedKeyUsage; {purpose.name} is required",
+            code=purpose.code,
+        )
     if purpose.oid not in extension.value:
-        return f"certificate {describe(cert)!r} lacks the {purpose.name} extended key usage"
+        return Problem(
+            f"certificate {describe(cert)!r} lacks the {purpose.name} extended key usage",
+            code=purpose.code,
+        )
     if purpose.exclusive and len(list(extension.value)) != 1:
         others = ", ".join(_usage_name(oid) for oid in extension.value if oid != purpose.oid)
-        return (
+        return Problem(
             f"certificate {describe(cert)!r}: {purpose.name} must be its only extended key "
-            f"usage (RFC 3161 section 2.3), it also has {others}"
+            f"usage (RFC 3161 section 2.3), it also has {others}",
+            code=purpose.code,
         )
     if purpose.critical and not extension.critical:
-        return (
+        return Problem(
             f"certificate {describe(cert)!r}: its {purpose.name} extended key usage is not "
-            "marked critical (RFC 3161 requires it)"
+            "marked critical (RFC 3161 requires it)",
+            code=purpose.code,
         )
     return None
 
@@ -110,16 +137,17 @@ def _usage_name(oid: x509.ObjectIdentifier) -> str:
     return oid.dotted_string if name == "Unknown OID" else name
 
 
-def leaf_problem(cert: x509.Certificate, purpose: Purpose) -> str | None:
+def leaf_problem(cert: x509.Certificate, purpose: Purpose) -> Problem | None:
     """Why `cert` cannot be an end-entity signer (a CA, or a keyUsage without signing)."""
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         constraints = None
     if constraints is not None and constraints.ca:
-        return (
+        return Problem(
             f"certificate {describe(cert)!r} is a CA certificate (basicConstraints CA:TRUE); "
-            "a CA may not sign as an end entity"
+            "a CA may not sign as an end entity",
+            code=purpose.code,
         )
     try:
         usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -127,14 +155,16 @@ def leaf_problem(cert: x509.Certificate, purpose: Purpose) -> str | None:
         return None
     if not any(getattr(usage, bit) for bit in purpose.key_usages):
         wanted = " or ".join(_KEY_USAGE_NAMES[bit] for bit in purpose.key_usages)
-        return f"certificate {describe(cert)!r}: its keyUsage lacks {wanted}"
+        return Problem(
+            f"certificate {describe(cert)!r}: its keyUsage lacks {wanted}", code=purpose.code
+        )
     return None
 
 
 _KEY_USAGE_NAMES = {"digital_signature": "digitalSignature", "content_commitment": "nonRepudiation"}
 
 
-def ca_usage_problem(cert: x509.Certificate, purpose: Purpose) -> str | None:
+def ca_usage_problem(cert: x509.Certificate, purpose: Purpose) -> Problem | None:
     """Why a CA may not issue for `purpose` (CA/B Forum code-signing profile: an EKU that
     excludes it); None when it has no EKU, anyExtendedKeyUsage or the usage itself."""
     try:
@@ -144,23 +174,26 @@ def ca_usage_problem(cert: x509.Certificate, purpose: Purpose) -> str | None:
     if purpose.oid in extension or ANY_EXTENDED_KEY_USAGE in extension:
         return None
     usages = ", ".join(_usage_name(oid) for oid in extension) or "none"
-    return (
+    return Problem(
         f"CA {describe(cert)!r} may not issue {purpose.name} certificates: its extended key "
-        f"usage is {usages}"
+        f"usage is {usages}",
+        code="untrusted-chain",
     )
 
 
-def validity_problem(cert: x509.Certificate, at: dt.datetime, role: str) -> str | None:
+def validity_problem(cert: x509.Certificate, at: dt.datetime, role: str) -> Problem | None:
     """Why the certificate was not valid at `at`; None when it was."""
     if at < cert.not_valid_before_utc:
-        return (
+        return Problem(
             f"{role} {describe(cert)!r} was not yet valid at {at.isoformat()} "
-            f"(valid from {cert.not_valid_before_utc.isoformat()})"
+            f"(valid from {cert.not_valid_before_utc.isoformat()})",
+            code="certificate-not-yet-valid",
         )
     if at > cert.not_valid_after_utc:
-        return (
+        return Problem(
             f"{role} {describe(cert)!r} had expired at {at.isoformat()} "
-            f"(expired {cert.not_valid_after_utc.isoformat()})"
+            f"(expired {cert.not_valid_after_utc.isoformat()})",
+            code="certificate-expired",
         )
     return None
 
@@ -179,11 +212,13 @@ def check_signer_certificate(
         raise ConfigError(
             f"{where}: certificate {describe(cert)!r} does not match the public key of {key_name}",
             hint="use the certificate issued for this key",
+            code="cert-key-mismatch",
         )
-    problem = (
-        leaf_problem(cert, CODE_SIGNING)
-        or usage_problem(cert, CODE_SIGNING)
-        or validity_problem(cert, now or dt.datetime.now(dt.UTC), "certificate")
-    )
-    if problem:
-        raise ConfigError(f"{where}: {problem}")
+    usage = leaf_problem(cert, CODE_SIGNING) or usage_problem(cert, CODE_SIGNING)
+    if usage:
+        raise ConfigError(f"{where}: {usage}", code="cert-no-codesigning")
+    validity = validity_problem(cert, now or dt.datetime.now(dt.UTC), "certificate")
+    if validity and validity.code == "certificate-expired":
+        raise ConfigError(f"{where}: {validity}", code="cert-expired")
+    if validity:
+        raise ConfigError(f"{where}: {validity}", code="cert-not-yet-valid")

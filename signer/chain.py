@@ -25,6 +25,7 @@ from cryptography.x509.verification import (
 )
 
 from signer.certificates import (
+    Problem,
     Purpose,
     ca_usage_problem,
     describe,
@@ -43,7 +44,9 @@ def load_trust_roots(path: Path, what: str) -> list[x509.Certificate]:
     roots = load_certificates(path, what)
     for root in roots:
         if not _is_ca(root):
-            raise ConfigError(f"{what} {path}: {describe(root)!r} is not a CA certificate")
+            raise ConfigError(
+                f"{what} {path}: {describe(root)!r} is not a CA certificate", code="not-a-ca"
+            )
     return roots
 
 
@@ -63,13 +66,13 @@ def check_usage(cert: x509.Certificate, purpose: Purpose) -> None:
     """The leaf's extended key usage, with the reason spelled out when it is wrong."""
     problem = leaf_problem(cert, purpose) or usage_problem(cert, purpose)
     if problem:
-        raise VerificationError(problem)
+        raise VerificationError(problem, code=problem.code)
 
 
 def check_validity(cert: x509.Certificate, at: dt.datetime, role: str = "certificate") -> None:
     problem = validity_problem(cert, at, role)
     if problem:
-        raise VerificationError(problem)
+        raise VerificationError(problem, code=problem.code)
 
 
 def _policies(purpose: Purpose) -> tuple[ExtensionPolicy, ExtensionPolicy]:
@@ -100,9 +103,15 @@ def validate_path(
     *,
     at: dt.datetime,
     purpose: Purpose,
-    roots_name: str = "--trust-roots",
+    roots_name: str = "the trust roots",
+    roots_field: str | None = None,
 ) -> list[x509.Certificate]:
-    """The validated chain from `leaf` to one of `roots` at `at`; VerificationError otherwise."""
+    """The validated chain from `leaf` to one of `roots` at `at`; VerificationError otherwise.
+
+    `roots_name` says in words which roots these are ("the trust roots", "the TSA roots");
+    `roots_field` is the input they came from, for the caller to name (`trust_roots`).
+    """
+    roots_name, field = _roots_words(roots_name, roots_field)
     check_usage(leaf, purpose)
     check_validity(leaf, at)
     ca_policy, leaf_policy = _policies(purpose)
@@ -123,24 +132,61 @@ def validate_path(
             )
         except _UNREADABLE:  # a garbled certificate in the bag: the verifier's reason stands
             reason = None
-        raise VerificationError(
-            reason
-            or f"certificate {describe(leaf)!r} does not chain to a trusted root at "
-            f"{at.isoformat()} ({_detail(str(exc))})"
-        ) from None
+        if reason is None:
+            reason = Problem(
+                f"no chain from {describe(leaf)!r} to a trusted root at "
+                f"{at.astimezone(dt.UTC).isoformat().replace('+00:00', 'Z')}: "
+                f"{_detail(str(exc))}",
+                code="untrusted-chain",
+            )
+        raise VerificationError(reason, code=reason.code, field=field) from None
+
+
+def _roots_words(name: str, field: str | None) -> tuple[str, str | None]:
+    """("the TSA roots", "tsa_roots") also for a caller that still passes a flag name:
+    library messages speak of inputs in words, the CLI adds the flag."""
+    if not name.startswith("--"):
+        return name, field
+    dest = name[2:].replace("-", "_")
+    words = {"trust_roots": "the trust roots", "tsa_roots": "the TSA roots"}
+    return words.get(dest, "the " + dest.replace("_", " ")), field or dest
 
 
 #: What cryptography raises for a certificate it loaded but cannot read a part of.
 _UNREADABLE = (ValueError, KeyError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension)
 
+#: The path builder's own wording, and what it means to the person holding the certificates.
+_VERIFIER_WORDS = (
+    ("exceeds max depth", f"the chain would be longer than {MAX_DEPTH} certificates"),
+    ("depth calculation overflowed", f"the chain would be longer than {MAX_DEPTH} certificates"),
+    (
+        "all candidates exhausted with no interior errors",
+        "no issuer certificate in the signature or among the roots leads to a trusted root",
+    ),
+    ("path length constraint", "a CA's pathLenConstraint does not allow a chain this long"),
+    ("name constraint", "a name of the certificate is outside a CA's nameConstraints"),
+    ("RSA key is too weak", "a certificate in the chain has an RSA key under 2048 bits"),
+    ("not valid at validation time", "a certificate in the chain was not valid at that time"),
+    ("signature does not match", "a certificate's signature does not verify with its issuer's key"),
+    (
+        "basicConstraints.cA must be asserted",
+        "an issuer in the chain is not a CA certificate (basicConstraints)",
+    ),
+    ("has no basicConstraints", "an issuer in the chain has no basicConstraints"),
+)
+
 
 def _detail(raw: str) -> str:
-    """cryptography's message without its framing ("validation failed: candidates ...")."""
+    """The verifier's reason in words: its framing ("validation failed: candidates exhausted:")
+    and its phrases never reach the user, a validator's own message does."""
     text = raw.removeprefix("validation failed: ").removeprefix("candidates exhausted: ")
     marker = "Python extension validator failed: ValueError: "
     if marker in text:
         return text.split(marker, 1)[1]
-    return text
+    for phrase, words in _VERIFIER_WORDS:
+        if phrase in text:
+            return words
+    return f"the X.509 path rules refuse it ({text})"
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -159,7 +205,7 @@ def explain(
     at: dt.datetime,
     purpose: Purpose,
     roots_name: str,
-) -> str | None:
+) -> Problem | None:
     """Why no path leads from `leaf` to a root, walking issuers the way a person would; None
     when the walk finds no single culprit (the verifier's own reason is shown then)."""
     current, via = leaf, 0
@@ -169,7 +215,10 @@ def explain(
         if anchors:
             problems = [_root_problem(root, at, purpose) for root in anchors]
             if all(problems):
-                return f"no chain from {describe(leaf)!r} to a trusted root: {problems[0]}"
+                first = next(problem for problem in problems if problem is not None)
+                return Problem(
+                    f"no chain from {describe(leaf)!r} to a trusted root: {first}", code=first.code
+                )
             break  # a usable root is reached: the verifier's own reason is the precise one
         parents = [
             c
@@ -179,32 +228,43 @@ def explain(
         if not parents:
             path = "" if current is leaf else f" (through {describe(current)!r})"
             if any(root.subject == current.issuer for root in roots):
-                return (
+                return Problem(
                     f"no chain from {describe(leaf)!r} to a trusted root{path}: issuer "
                     f"{current.issuer.rfc4514_string()!r} has the name of a certificate among "
-                    f"{roots_name}, but its signature does not verify with that one's key"
+                    f"{roots_name}, but its signature does not verify with that one's key",
+                    code="untrusted-chain",
                 )
-            return (
+            return Problem(
                 f"no chain from {describe(leaf)!r} to a trusted root{path}: issuer "
-                f"{current.issuer.rfc4514_string()!r} is not among {roots_name}"
+                f"{current.issuer.rfc4514_string()!r} is not among {roots_name}",
+                code="untrusted-chain",
             )
         problems = [_ca_problem(parent, at, purpose) for parent in parents]
         usable = [p for p, problem in zip(parents, problems, strict=True) if problem is None]
         if not usable:
-            return f"no chain from {describe(leaf)!r} to a trusted root: {problems[0]}"
+            first = next(problem for problem in problems if problem is not None)
+            return Problem(
+                f"no chain from {describe(leaf)!r} to a trusted root: {first}", code=first.code
+            )
         current = usable[0]
         seen_der.add(current.tbs_certificate_bytes)
         via += 1
     else:
-        return f"no chain from {describe(leaf)!r} to a trusted root within {MAX_DEPTH} certificates"
+        return Problem(
+            f"no chain from {describe(leaf)!r} to a trusted root within {MAX_DEPTH} certificates",
+            code="untrusted-chain",
+        )
     return None
 
 
-def _root_problem(cert: x509.Certificate, at: dt.datetime, purpose: Purpose) -> str | None:
+def _root_problem(cert: x509.Certificate, at: dt.datetime, purpose: Purpose) -> Problem | None:
     return validity_problem(cert, at, "trust root") or ca_usage_problem(cert, purpose)
 
 
-def _ca_problem(cert: x509.Certificate, at: dt.datetime, purpose: Purpose) -> str | None:
+def _ca_problem(cert: x509.Certificate, at: dt.datetime, purpose: Purpose) -> Problem | None:
     if not _is_ca(cert):
-        return f"issuer {describe(cert)!r} is not a CA certificate (basicConstraints)"
+        return Problem(
+            f"issuer {describe(cert)!r} is not a CA certificate (basicConstraints)",
+            code="untrusted-chain",
+        )
     return validity_problem(cert, at, "intermediate CA") or ca_usage_problem(cert, purpose)

@@ -276,11 +276,31 @@ def failed_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def assert_blocked(result: subprocess.CompletedProcess[str], *reason: str, code: int = 1) -> None:
+def assert_blocked(
+    result: subprocess.CompletedProcess[str],
+    *reason: str,
+    code: int = 1,
+    reason_code: str | None = None,
+) -> None:
+    """Blocked with this exit code and these words; with `reason_code`, the same command run
+    again with --json must report that stable code for the artifact."""
     assert result.returncode == code, result.stdout + result.stderr
     text = failed_line(result) if code == 1 else result.stdout + result.stderr
     for part in reason:
         assert part in text, text
+    if reason_code is not None:
+        args = [str(arg) for arg in result.args]
+        at = args.index("verify") + 1
+        again = subprocess.run(
+            [*args[:at], "--json", *args[at:]],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=TIMEOUT,
+        )
+        assert again.returncode == code, again.stdout + again.stderr
+        [entry] = json.loads(again.stdout)["artifacts"]
+        assert entry["code"] == reason_code, entry
 
 
 def assert_verified(result: subprocess.CompletedProcess[str]) -> None:
@@ -432,9 +452,11 @@ def test_a_missing_intermediate_names_the_issuer_that_is_not_trusted(lab: Lab) -
     assert_blocked(
         result,
         f"no chain from {leaf.subject!r} to a trusted root: issuer {intermediate.subject!r} "
-        "is not among --trust-roots",
+        "is not among the trust roots",
+        reason_code="untrusted-chain",
     )
     assert "candidates exhausted" not in result.stdout
+    assert "--trust-roots" not in result.stdout
 
 
 def test_a_foreign_root_is_named(lab: Lab) -> None:
@@ -446,7 +468,8 @@ def test_a_foreign_root_is_named(lab: Lab) -> None:
     assert_blocked(
         lab.verify(pem(lab.tmp / "other.pem", other.cert)),
         f"no chain from {leaf.subject!r} to a trusted root (through {intermediate.subject!r})",
-        f"issuer {root.subject!r} is not among --trust-roots",
+        f"issuer {root.subject!r} is not among the trust roots",
+        reason_code="untrusted-chain",
     )
 
 
@@ -458,7 +481,11 @@ def test_a_chain_longer_than_the_limit_is_refused_with_its_reason(lab: Lab) -> N
     leaf = chain[-1].issue("Release signer", eku=[EKU.CODE_SIGNING])
     lab.sign(leaf, [c.cert for c in reversed(chain[1:])])
     result = lab.verify(pem(lab.tmp / "root.pem", root.cert))
-    assert_blocked(result, f"no chain from {leaf.subject!r} to a trusted root within 8")
+    assert_blocked(
+        result,
+        f"no chain from {leaf.subject!r} to a trusted root within 8",
+        reason_code="untrusted-chain",
+    )
     assert "max depth" not in result.stdout
 
 
@@ -475,6 +502,7 @@ def test_a_ca_certificate_cannot_be_the_signer(lab: Lab) -> None:
     assert_blocked(
         lab.verify(pem(lab.tmp / "root.pem", root.cert)),
         f"certificate {signer.subject!r} is a CA certificate (basicConstraints CA:TRUE)",
+        reason_code="no-codesigning",
     )
 
 
@@ -501,6 +529,7 @@ def test_a_key_usage_without_digital_signature_cannot_sign(lab: Lab) -> None:
     assert_blocked(
         lab.verify(pem(lab.tmp / "root.pem", root.cert)),
         f"certificate {signer.subject!r}: its keyUsage lacks digitalSignature",
+        reason_code="no-codesigning",
     )
 
 
@@ -698,7 +727,8 @@ def test_a_token_without_certificates_needs_tsa_certs(
             "--require-timestamp", "--tsa-certs", tsa_pki.chained_certs_pem, artifact,
         ),
         "timestamp not accepted",
-        "is not among --tsa-roots",
+        "is not among the TSA roots",
+        reason_code="timestamp-untrusted",
     )  # fmt: skip
 
 
@@ -1157,7 +1187,7 @@ def test_a_tsa_url_with_credentials_is_redacted_in_the_sign_report(
     output = result.stdout + result.stderr
     assert PASSWORD not in output and TOKEN not in output, output
     [report] = json.loads(result.stdout)["signed"]
-    assert report["timestamp"]["url"] == f"http://{host}?access_token=REDACTED"
+    assert report["timestamp"]["tsa_url"] == f"http://{host}?access_token=REDACTED"
 
 
 def test_a_malformed_tsa_url_with_credentials_is_refused_redacted(
@@ -1185,8 +1215,9 @@ def test_a_path_length_zero_ca_cannot_have_a_sub_ca_issue_the_signer(lab: Lab) -
     lab.sign(leaf, [rogue.cert, capped.cert])
     assert_blocked(
         lab.verify(pem(lab.tmp / "root.pem", root.cert)),
-        f"certificate {leaf.subject!r} does not chain to a trusted root",
-        "path length constraint violated",
+        f"no chain from {leaf.subject!r} to a trusted root at ",
+        "a CA's pathLenConstraint does not allow a chain this long",
+        reason_code="untrusted-chain",
     )
 
 
@@ -1206,8 +1237,9 @@ def test_a_name_constrained_intermediate_cannot_vouch_for_a_foreign_name(lab: La
     lab.sign(leaf, [intermediate.cert])
     assert_blocked(
         lab.verify(pem(lab.tmp / "root.pem", root.cert), "--identity", "dns:builds.evil.org"),
-        "does not chain to a trusted root",
-        "no permitted name constraints matched",
+        f"no chain from {leaf.subject!r} to a trusted root at ",
+        "a name of the certificate is outside a CA's nameConstraints",
+        reason_code="untrusted-chain",
     )
 
 
@@ -1236,7 +1268,7 @@ def test_control_a_cross_signed_root_verifies_from_either_anchor(lab: Lab) -> No
     assert_verified(lab.verify(pem(lab.tmp / "new.pem", new.cert)))
     # the cross certificate grants nothing to a third root
     other = pem(lab.tmp / "other.pem", make_root("Attack Lab Other Root").cert)
-    assert_blocked(lab.verify(other), "is not among --trust-roots")
+    assert_blocked(lab.verify(other), "is not among the trust roots", reason_code="untrusted-chain")
 
 
 def test_a_root_embedded_in_the_signature_is_not_trusted_for_being_there(lab: Lab) -> None:
@@ -1249,7 +1281,8 @@ def test_a_root_embedded_in_the_signature_is_not_trusted_for_being_there(lab: La
     assert_blocked(
         result,
         f"no chain from {leaf.subject!r} to a trusted root",
-        "has the name of a certificate among --trust-roots, but its signature does not verify",
+        "has the name of a certificate among the trust roots, but its signature does not verify",
+        reason_code="untrusted-chain",
     )
     stock = openssl_cms_verify(lab.p7s, lab.artifact, pem(lab.tmp / "root.pem", genuine.cert))
     assert stock.returncode != 0
