@@ -65,13 +65,15 @@ def parse_signed_data(der: bytes, where: str) -> SignedMessage:
         info = cms.ContentInfo.load(der, strict=True)
         if info["content_type"].native != "signed_data":
             raise VerificationError(
-                f"{where}: not a CMS SignedData ({info['content_type'].native})"
+                f"{where}: not a CMS SignedData ({info['content_type'].native})",
+                code="malformed-signature",
             )
         signed_data = info["content"]
         signer_infos = signed_data["signer_infos"]
         if len(signer_infos) != 1:
             raise VerificationError(
-                f"{where}: holds {len(signer_infos)} SignerInfos; exactly one is allowed"
+                f"{where}: holds {len(signer_infos)} SignerInfos; exactly one is allowed",
+                code="unsupported-signature",
             )
         signer_info = signer_infos[0]
         signed_attrs = signer_info["signed_attrs"]
@@ -95,7 +97,9 @@ def parse_signed_data(der: bytes, where: str) -> SignedMessage:
     except VerificationError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, OverflowError, x509.InvalidVersion) as exc:
-        raise VerificationError(f"{where}: malformed CMS signature ({_short(exc)})") from None
+        raise VerificationError(
+            f"{where}: malformed CMS signature ({_short(exc)})", code="malformed-signature"
+        ) from None
     return SignedMessage(
         signed_data, signer_info, certificates, bytes(signed_attrs_der), econtent, tokens
     )
@@ -130,20 +134,23 @@ def _check_unsigned_fields(
     if signer_info["version"].native != sid_version:
         raise VerificationError(
             f"{where}: SignerInfo version {signer_info['version'].native} does not fit its "
-            f"signer identifier ({sid_version} expected, RFC 5652 section 5.3)"
+            f"signer identifier ({sid_version} expected, RFC 5652 section 5.3)",
+            code="malformed-signature",
         )
     expected = _signed_data_version(signed_data, sid_version)
     if signed_data["version"].native != expected:
         raise VerificationError(
             f"{where}: SignedData version {signed_data['version'].native} is not the "
-            f"{expected} RFC 5652 section 5.1 requires for its content"
+            f"{expected} RFC 5652 section 5.1 requires for its content",
+            code="malformed-signature",
         )
     declared = {alg["algorithm"].dotted for alg in signed_data["digest_algorithms"]}
     if signer_info["digest_algorithm"]["algorithm"].dotted not in declared:
         raise VerificationError(
             f"{where}: the SignerInfo's digest algorithm "
             f"{signer_info['digest_algorithm']['algorithm'].native} is not among the "
-            "SignedData's digestAlgorithms"
+            "SignedData's digestAlgorithms",
+            code="malformed-signature",
         )
 
 
@@ -164,9 +171,18 @@ def _signed_data_version(signed_data: cms.SignedData, signer_version: str) -> st
     return "v1"
 
 
+#: A library reason longer than this is cut, visibly ("…"); shorter ones are shown whole.
+SHORT_LIMIT = 400
+
+
 def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:120]
+    """A library's reason on one line and whole: cut (at a word, marked "…") only when it is
+    longer than SHORT_LIMIT, so a message never loses its end silently."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) <= SHORT_LIMIT:
+        return text
+    cut = text[:SHORT_LIMIT].rsplit(" ", 1)[0] or text[:SHORT_LIMIT]
+    return cut.rstrip(",;:") + " …"
 
 
 #: What cryptography raises for a certificate it loaded but cannot read a part of (it parses
@@ -199,7 +215,10 @@ def signer_certificate(
                 continue
             if ski.digest == key_id:
                 return _usable(cert, where)
-    raise VerificationError(f"{where}: the signer's certificate is not in the signature")
+    raise VerificationError(
+        f"{where}: the signer's certificate is not in the signature",
+        code="signer-certificate-missing",
+    )
 
 
 def _usable(cert: x509.Certificate, where: str) -> x509.Certificate:
@@ -210,7 +229,8 @@ def _usable(cert: x509.Certificate, where: str) -> x509.Certificate:
         _ = cert.not_valid_before_utc, cert.not_valid_after_utc
     except _MALFORMED_CERTIFICATE as exc:
         raise VerificationError(
-            f"{where}: the signer's certificate is malformed ({_short(exc)})"
+            f"{where}: the signer's certificate is malformed ({_short(exc)})",
+            code="malformed-signature",
         ) from None
     return cert
 
@@ -219,13 +239,16 @@ def scheme_of(message: SignedMessage, public_key: PublicKeyTypes, where: str) ->
     """The signature scheme the SignerInfo declares, checked against the key and digest."""
     digest_name = message.digest_name
     if digest_name not in HASH_NAMES:
-        raise VerificationError(f"{where}: digest algorithm {digest_name} is not accepted")
+        raise VerificationError(
+            f"{where}: digest algorithm {digest_name} is not accepted",
+            code="algorithm-not-accepted",
+        )
     algorithm = message.signer_info["signature_algorithm"]
     name = algorithm["algorithm"].native
     try:
         kind = key_kind(public_key)
     except ConfigError as exc:
-        raise VerificationError(f"{where}: {exc.message}") from None
+        raise VerificationError(f"{where}: {exc.message}", code="algorithm-not-accepted") from None
     hash_name: str = digest_name
     padding: RsaPadding | None = None
     if name in _ECDSA or name == "ecdsa":
@@ -243,11 +266,14 @@ def scheme_of(message: SignedMessage, public_key: PublicKeyTypes, where: str) ->
     elif name == "ed25519":
         ok = kind is KeyKind.ED25519
     else:
-        raise VerificationError(f"{where}: signature algorithm {name} is not accepted")
+        raise VerificationError(
+            f"{where}: signature algorithm {name} is not accepted", code="algorithm-not-accepted"
+        )
     if not ok or hash_name != digest_name:
         raise VerificationError(
             f"{where}: signature algorithm {name} does not fit the {kind.value} key "
-            f"and {digest_name} digest"
+            f"and {digest_name} digest",
+            code="malformed-signature",
         )
     return SignatureScheme(kind, digest_name, padding)
 
@@ -255,11 +281,16 @@ def scheme_of(message: SignedMessage, public_key: PublicKeyTypes, where: str) ->
 def _pss_hash(params: algos.RSASSAPSSParams, where: str) -> str:
     """The hash of RSASSA-PSS parameters, which MGF1 must use too (RFC 4055 section 3.1)."""
     if not isinstance(params, algos.RSASSAPSSParams):
-        raise VerificationError(f"{where}: RSASSA-PSS without its parameters")
+        raise VerificationError(
+            f"{where}: RSASSA-PSS without its parameters", code="malformed-signature"
+        )
     hash_name = str(params["hash_algorithm"]["algorithm"].native)
     mgf = params["mask_gen_algorithm"]
     if mgf["algorithm"].native != "mgf1" or mgf["parameters"]["algorithm"].native != hash_name:
-        raise VerificationError(f"{where}: RSASSA-PSS mask generation is not MGF1 with {hash_name}")
+        raise VerificationError(
+            f"{where}: RSASSA-PSS mask generation is not MGF1 with {hash_name}",
+            code="malformed-signature",
+        )
     return hash_name
 
 
@@ -270,14 +301,16 @@ def _pss_salt(
     if params["trailer_field"].native not in ("trailer_field_bc", 1):
         raise VerificationError(
             f"{where}: RSASSA-PSS trailerField {params['trailer_field'].native} is not 1 "
-            "(RFC 4055 section 3.1)"
+            "(RFC 4055 section 3.1)",
+            code="malformed-signature",
         )
     salt = int(params["salt_length"].native)
     longest = max_pss_salt_length(public_key, hash_name)
     if not 0 <= salt <= longest:
         raise VerificationError(
             f"{where}: RSASSA-PSS salt length {salt} does not fit a {public_key.key_size}-bit "
-            f"key with {hash_name} (at most {longest})"
+            f"key with {hash_name} (at most {longest})",
+            code="malformed-signature",
         )
     return salt
 
@@ -287,16 +320,21 @@ def asn1_utc(value: object, field: str, where: str) -> dt.datetime:
     (local, or with an offset, which DER forbids) or out of range is malformed."""
     chosen = value.chosen if isinstance(value, core.Choice) else value
     if not isinstance(chosen, core.UTCTime | core.GeneralizedTime):
-        raise VerificationError(f"{where}: {field} is not an ASN.1 time")
+        raise VerificationError(
+            f"{where}: {field} is not an ASN.1 time", code="malformed-signature"
+        )
     try:
         raw = bytes(chosen.contents)
         moment = chosen.native
     except (ValueError, TypeError, OverflowError) as exc:
-        raise VerificationError(f"{where}: malformed {field} ({_short(exc)})") from None
+        raise VerificationError(
+            f"{where}: malformed {field} ({_short(exc)})", code="malformed-signature"
+        ) from None
     text = raw.decode("ascii", "replace")
     if not isinstance(moment, dt.datetime) or moment.tzinfo is None or not raw.endswith(b"Z"):
         raise VerificationError(
-            f"{where}: malformed {field} {text!r}: a UTC time ending in 'Z' is required"
+            f"{where}: malformed {field} {text!r}: a UTC time ending in 'Z' is required",
+            code="malformed-signature",
         )
     return moment.astimezone(dt.UTC)
 
@@ -304,15 +342,21 @@ def asn1_utc(value: object, field: str, where: str) -> dt.datetime:
 def signed_attributes(message: SignedMessage, where: str) -> dict[str, object]:
     attrs = message.signer_info["signed_attrs"]
     if not message.signed_attrs_der or not len(attrs):
-        raise VerificationError(f"{where}: the SignerInfo has no signed attributes")
+        raise VerificationError(
+            f"{where}: the SignerInfo has no signed attributes", code="malformed-signature"
+        )
     found: dict[str, object] = {}
     for attribute in attrs:
         kind = attribute["type"].native
         if kind in found:
-            raise VerificationError(f"{where}: signed attribute {kind} appears twice")
+            raise VerificationError(
+                f"{where}: signed attribute {kind} appears twice", code="malformed-signature"
+            )
         values = attribute["values"]
         if len(values) != 1:
-            raise VerificationError(f"{where}: signed attribute {kind} must have one value")
+            raise VerificationError(
+                f"{where}: signed attribute {kind} must have one value", code="malformed-signature"
+            )
         found[kind] = values[0]
     return found
 
@@ -330,14 +374,18 @@ def verify_signer_info(
     declared_type = getattr(attrs.get("content_type"), "native", None)
     if declared_type != content_type:
         raise VerificationError(
-            f"{where}: signed contentType is {declared_type}, expected {content_type}"
+            f"{where}: signed contentType is {declared_type}, expected {content_type}",
+            code="malformed-signature",
         )
     digest_attribute = attrs.get("message_digest")
     if digest_attribute is None:
-        raise VerificationError(f"{where}: the messageDigest attribute is missing")
+        raise VerificationError(
+            f"{where}: the messageDigest attribute is missing", code="malformed-signature"
+        )
     if getattr(digest_attribute, "native", None) != content_digest:
         raise VerificationError(
-            f"{where}: digest mismatch: the content's {message.digest_name} is not the signed one"
+            f"{where}: digest mismatch: the content's {message.digest_name} is not the signed one",
+            code="digest-mismatch",
         )
     scheme = scheme_of(message, cert.public_key(), where)
     # The signature covers the attributes as received, encoded as a SET OF (RFC 5652 §5.4).
@@ -346,7 +394,8 @@ def verify_signer_info(
         verify_signature(cert.public_key(), message.signature, tbs, scheme)
     except InvalidSignature:
         raise VerificationError(
-            f"{where}: the signature does not verify with the key of {describe(cert)!r}"
+            f"{where}: the signature does not verify with the key of {describe(cert)!r}",
+            code="bad-signature",
         ) from None
     return attrs
 
@@ -360,30 +409,42 @@ def check_signing_certificate(
         ess = attrs["signing_certificate_v2"]["certs"][0]  # type: ignore[index]
         hash_name = ess["hash_algorithm"]["algorithm"].native
         if hash_name not in HASH_NAMES:
-            raise VerificationError(f"{where}: ESSCertIDv2 uses unaccepted hash {hash_name}")
+            raise VerificationError(
+                f"{where}: ESSCertIDv2 uses unaccepted hash {hash_name}",
+                code="algorithm-not-accepted",
+            )
         expected = hashlib.new(hash_name, der).digest()
     elif "signing_certificate" in attrs:
         ess = attrs["signing_certificate"]["certs"][0]  # type: ignore[index]
         expected = hashlib.sha1(der, usedforsecurity=False).digest()
     elif required:
-        raise VerificationError(f"{where}: no signingCertificate attribute binds the certificate")
+        raise VerificationError(
+            f"{where}: no signingCertificate attribute binds the certificate",
+            code="ess-binding-missing",
+        )
     else:
         return
     if ess["cert_hash"].native != expected:
         raise VerificationError(
             f"{where}: the signing certificate attribute names another certificate than "
-            f"{describe(cert)!r}"
+            f"{describe(cert)!r}",
+            code="ess-binding-mismatch",
         )
     issuer_serial = ess["issuer_serial"]
     if (
         issuer_serial.native is not None
         and issuer_serial["serial_number"].native != cert.serial_number
     ):
-        raise VerificationError(f"{where}: the signing certificate attribute names another serial")
+        raise VerificationError(
+            f"{where}: the signing certificate attribute names another serial",
+            code="ess-binding-mismatch",
+        )
 
 
 def content_digest(algorithm: algos.DigestAlgorithm, data: bytes) -> bytes:
     name = algorithm["algorithm"].native
     if name not in HASH_NAMES:
-        raise VerificationError(f"digest algorithm {name} is not accepted")
+        raise VerificationError(
+            f"digest algorithm {name} is not accepted", code="algorithm-not-accepted"
+        )
     return hashlib.new(name, data).digest()

@@ -56,21 +56,28 @@ def _b64decode(text: object, what: str) -> bytes:
     envelope has one meaning.
     """
     if not isinstance(text, str):
-        raise VerificationError(f"{what}: expected a base64 string, got {type(text).__name__}")
+        raise VerificationError(
+            f"{what}: expected a base64 string, got {type(text).__name__}",
+            code="malformed-envelope",
+        )
     url_safe = "-" in text or "_" in text
     if url_safe and ("+" in text or "/" in text):
-        raise VerificationError(f"{what}: mixes standard and URL-safe base64")
+        raise VerificationError(
+            f"{what}: mixes standard and URL-safe base64", code="malformed-envelope"
+        )
     body = text.rstrip("=")
     padding = len(text) - len(body)
     if padding and (len(text) % 4 or padding != -len(body) % 4):
-        raise VerificationError(f"{what}: is not valid base64 (bad padding)")
+        raise VerificationError(
+            f"{what}: is not valid base64 (bad padding)", code="malformed-envelope"
+        )
     altchars = b"-_" if url_safe else None
     try:
         raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=altchars, validate=True)
     except ValueError:
-        raise VerificationError(f"{what}: is not valid base64") from None
+        raise VerificationError(f"{what}: is not valid base64", code="malformed-envelope") from None
     if base64.b64encode(raw, altchars=altchars).decode("ascii").rstrip("=") != body:
-        raise VerificationError(f"{what}: is not canonical base64")
+        raise VerificationError(f"{what}: is not canonical base64", code="malformed-envelope")
     return raw
 
 
@@ -108,13 +115,15 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise VerificationError(f"envelope: duplicate field {key!r}")
+            raise VerificationError(f"envelope: duplicate field {key!r}", code="malformed-envelope")
         result[key] = value
     return result
 
 
 def _no_constant(token: str) -> Any:
-    raise VerificationError(f"envelope: holds {token}, which is not JSON")
+    raise VerificationError(
+        f"envelope: holds {token}, which is not JSON", code="malformed-envelope"
+    )
 
 
 def load_envelope(envelope: Mapping[str, Any] | bytes | str) -> Mapping[str, Any]:
@@ -126,9 +135,9 @@ def load_envelope(envelope: Mapping[str, Any] | bytes | str) -> Mapping[str, Any
                 envelope, object_pairs_hook=_no_duplicates, parse_constant=_no_constant
             )
         except (ValueError, RecursionError, TypeError):  # incl. ints over 4300 digits
-            raise VerificationError("envelope: malformed JSON") from None
+            raise VerificationError("envelope: malformed JSON", code="malformed-envelope") from None
     if not isinstance(envelope, Mapping):
-        raise VerificationError("envelope: expected an object")
+        raise VerificationError("envelope: expected an object", code="malformed-envelope")
     return envelope
 
 
@@ -136,7 +145,7 @@ def _trusted(
     public_keys: Sequence[PublicKeyTypes],
 ) -> list[tuple[str, PublicKeyTypes, SignatureScheme]]:
     if not public_keys:
-        raise ConfigError("no trusted public key was given")
+        raise ConfigError("no trusted public key was given", code="no-trusted-key")
     return [(keyid_for(k), k, scheme_for(k)) for k in public_keys]
 
 
@@ -156,23 +165,30 @@ def open_envelope(
     document = load_envelope(envelope)
     payload_type = document.get("payloadType")
     if not isinstance(payload_type, str):
-        raise VerificationError("envelope: payloadType is missing or not a string")
+        raise VerificationError(
+            "envelope: payloadType is missing or not a string", code="malformed-envelope"
+        )
     if expected_type is not None and payload_type != expected_type:
         raise VerificationError(
-            f"envelope: payloadType {payload_type!r} is not the expected {expected_type!r}"
+            f"envelope: payloadType {payload_type!r} is not the expected {expected_type!r}",
+            code="payload-type-mismatch",
         )
     if "payload" not in document:
-        raise VerificationError("envelope: payload is missing")
+        raise VerificationError("envelope: payload is missing", code="malformed-envelope")
     payload = _b64decode(document["payload"], "envelope: payload")
     signatures = document.get("signatures")
     if not isinstance(signatures, list):
-        raise VerificationError("envelope: signatures is missing or not a list")
+        raise VerificationError(
+            "envelope: signatures is missing or not a list", code="malformed-envelope"
+        )
     if not signatures:
-        raise VerificationError("envelope: has no signatures")
+        raise VerificationError("envelope: has no signatures", code="unsigned")
     try:
         tbs = PAE(payload_type, payload)
     except UnicodeEncodeError:  # JSON allows lone surrogates (\ud800); UTF-8 does not
-        raise VerificationError("envelope: payloadType is not valid Unicode") from None
+        raise VerificationError(
+            "envelope: payloadType is not valid Unicode", code="malformed-envelope"
+        ) from None
     problems: list[str] = []
     untrusted: list[str] = []
     for index, entry in enumerate(signatures):
@@ -207,10 +223,12 @@ def open_envelope(
         raise VerificationError(
             "no signature verifies: " + "; ".join(problems),
             hint="the payload, payloadType or signature was changed after signing",
+            code="bad-signature",
         )
     raise VerificationError(
         f"no signature by a trusted key: envelope keyid(s) {', '.join(k[:16] + '…' for k in untrusted)}",
         hint=f"trusted keyid(s) {', '.join(t[0][:16] + '…' for t in trusted)}",
+        code="untrusted-key",
     )
 
 
@@ -236,17 +254,24 @@ def public_keys_from_pem(path: Path) -> list[PublicKeyTypes]:
     try:
         blocks = list(pem.unarmor(data, multiple=True)) if pem.detect(data) else []
     except (ValueError, TypeError):  # asn1crypto raises both on odd armor
-        raise ConfigError(f"{path}: malformed PEM") from None
+        raise ConfigError(f"{path}: malformed PEM", code="malformed-key-file") from None
     for label, _headers, der in blocks:
         if "PRIVATE KEY" in label:
-            raise ConfigError(f"{path}: holds a private key; give a certificate or public key")
+            raise ConfigError(
+                f"{path}: holds a private key; give a certificate or public key",
+                code="private-key-given",
+            )
         try:
             if label == "CERTIFICATE":
                 keys.append(x509.load_der_x509_certificate(der).public_key())
             elif label == "PUBLIC KEY":
                 keys.append(serialization.load_der_public_key(der))
         except (ValueError, TypeError, UnsupportedAlgorithm):
-            raise ConfigError(f"{path}: malformed {label} block") from None
+            raise ConfigError(
+                f"{path}: malformed {label} block", code="malformed-key-file"
+            ) from None
     if not keys:
-        raise ConfigError(f"{path}: holds no PEM CERTIFICATE or PUBLIC KEY block")
+        raise ConfigError(
+            f"{path}: holds no PEM CERTIFICATE or PUBLIC KEY block", code="malformed-key-file"
+        )
     return keys
