@@ -12,21 +12,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import random
 import secrets
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit, urlunsplit
 
-import requests
 from asn1crypto import cms, core, tsp
 from cryptography import x509
-from requests.adapters import HTTPAdapter
-from requests.auth import HTTPBasicAuth
 
 from signer.certificates import TIME_STAMPING, describe
 from signer.chain import validate_path
@@ -40,13 +34,19 @@ from signer.cmsverify import (
     verify_signer_info,
 )
 from signer.errors import BackendUnavailableError, VerificationError
+from signer.http import (
+    HttpClient,
+    HttpFailedError,
+    HttpUnavailableError,
+    RetryPolicy,
+    split_credentials,
+)
 from signer.redact import redact_url
 
 #: How far a TSA's genTime may stray from our clock around the request.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 #: A timestamp reply is a few kilobytes; anything much larger is not one.
 MAX_RESPONSE_BYTES = 1 << 20
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ class TsaSettings:
     retries: int = 2
     backoff: float = 0.5
     concurrency: int = 8
+    #: Seconds one TSA may take for one token, every retry included: it can never stall longer.
+    budget: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,12 @@ class TimeStampResp(core.Sequence):  # type: ignore[misc]
 
 
 class _TsaError(Exception):
-    """One TSA failed for one request; `retry` says whether asking it again may help."""
+    """One TSA failed for one request, with the reason code of that failure."""
 
-    def __init__(self, reason: str, *, retry: bool) -> None:
+    def __init__(self, reason: str, *, code: str) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.retry = retry
+        self.code = code
 
 
 def build_request(digest: bytes, hash_name: str, nonce: int) -> bytes:
@@ -139,7 +141,9 @@ def verify_token(
     message = parse_signed_data(token_der, where)
     encap = message.signed_data["encap_content_info"]
     if encap["content_type"].native != "tst_info" or message.econtent is None:
-        raise VerificationError(f"{where}: the token does not hold a TSTInfo")
+        raise VerificationError(
+            f"{where}: the token does not hold a TSTInfo", code="timestamp-malformed"
+        )
     try:
         tst_der = message.econtent
         tst = tsp.TSTInfo.load(tst_der, strict=True)
@@ -151,13 +155,23 @@ def verify_token(
         serial = int(tst["serial_number"].native)
         policy = str(tst["policy"].dotted)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise VerificationError(f"{where}: malformed TSTInfo ({exc})") from None
+        raise VerificationError(
+            f"{where}: malformed TSTInfo ({exc})", code="timestamp-malformed"
+        ) from None
     if imprint_hash not in ("sha256", "sha384", "sha512"):
-        raise VerificationError(f"{where}: the token's imprint uses unaccepted hash {imprint_hash}")
+        raise VerificationError(
+            f"{where}: the token's imprint uses unaccepted hash {imprint_hash}",
+            code="timestamp-weak-hash",
+        )
     if imprinted != hashlib.new(imprint_hash, signed_value).digest():
-        raise VerificationError(f"{where}: the token's message imprint is not over this signature")
+        raise VerificationError(
+            f"{where}: the token's message imprint is not over this signature",
+            code="timestamp-imprint-mismatch",
+        )
     if nonce is not None and token_nonce != nonce:
-        raise VerificationError(f"{where}: the token's nonce does not match the request's")
+        raise VerificationError(
+            f"{where}: the token's nonce does not match the request's", code="nonce-mismatch"
+        )
     cert = signer_certificate(message, where, certs)
     attrs = verify_signer_info(
         message,
@@ -172,7 +186,8 @@ def verify_token(
         if not earliest - CLOCK_SKEW <= gen_time <= latest + CLOCK_SKEW:
             raise VerificationError(
                 f"{where}: genTime {gen_time.isoformat()} is outside the request window "
-                f"{earliest.isoformat()} .. {latest.isoformat()}"
+                f"{earliest.isoformat()} .. {latest.isoformat()}",
+                code="timestamp-outside-window",
             )
     try:
         validate_path(
@@ -181,10 +196,13 @@ def verify_token(
             roots,
             at=gen_time,
             purpose=TIME_STAMPING,
-            roots_name="--tsa-roots",
+            roots_name="the TSA roots",
+            roots_field="tsa_roots",
         )
     except VerificationError as exc:
-        raise VerificationError(f"{where}: TSA {exc.message}") from None
+        raise VerificationError(
+            f"{where}: TSA {exc.message}", code="tsa-untrusted", field=exc.field or "tsa_roots"
+        ) from None
     return TimestampToken(
         der=token_der,
         gen_time=gen_time,
@@ -213,18 +231,24 @@ def verify_response(
         token = response["time_stamp_token"]
         token_der = None if isinstance(token, core.Void) else bytes(token.dump())
     except (ValueError, TypeError, KeyError) as exc:
-        raise VerificationError(f"{where}: not a timestamp response ({str(exc)[:80]})") from None
+        raise VerificationError(
+            f"{where}: not a timestamp response ({str(exc)[:80]})", code="timestamp-malformed"
+        ) from None
     if granted not in ("granted", "granted_with_mods"):
-        detail = "; ".join(status["status_string"].native or [])
+        # the TSA's own words, on one line: a newline in them must not forge an output line
+        detail = " ".join("; ".join(status["status_string"].native or []).split())[:200]
         fail_info = status["fail_info"].native
         reasons = ", ".join(sorted(fail_info)) if fail_info else ""
         raise VerificationError(
             f"{where}: TSA answered status {granted}"
             + (f" ({reasons})" if reasons else "")
-            + (f": {detail}" if detail else "")
+            + (f": {detail}" if detail else ""),
+            code="tsa-rejected",
         )
     if token_der is None:
-        raise VerificationError(f"{where}: TSA granted the request but sent no token")
+        raise VerificationError(
+            f"{where}: TSA granted the request but sent no token", code="timestamp-malformed"
+        )
     return verify_token(
         token_der,
         signed_value=signed_value,
@@ -243,17 +267,21 @@ class TimestampClient:
         if not settings.urls:
             raise ValueError("no TSA URL")
         self.settings = settings
-        self._session = requests.Session()
-        adapter = HTTPAdapter(
-            pool_connections=len(settings.urls), pool_maxsize=max(1, settings.concurrency)
+        self._http = HttpClient(
+            RetryPolicy(
+                attempts=settings.retries + 1,
+                backoff=settings.backoff,
+                timeout=settings.timeout,
+                budget=settings.budget,
+            ),
+            concurrency=settings.concurrency,
+            hosts=len(settings.urls),
         )
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._failed: dict[str, str] = {}
+        self._failed: dict[str, _TsaError] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
     def __enter__(self) -> TimestampClient:
         return self
@@ -263,23 +291,26 @@ class TimestampClient:
 
     def stamp(self, signed_value: bytes, hash_name: str) -> TimestampToken:
         """A verified token over `signed_value` from the first TSA that gives one."""
-        problems: list[str] = []
+        problems: list[tuple[str, _TsaError]] = []
         for url in self.settings.urls:
             shown = redact_url(url)
             with self._lock:
                 earlier = self._failed.get(url)
             if earlier is not None:  # it already failed in this batch: do not wait on it again
-                problems.append(f"{shown}: {earlier}")
+                problems.append((shown, earlier))
                 continue
             try:
                 return self._stamp_at(url, signed_value, hash_name)
             except _TsaError as problem:
                 with self._lock:
-                    self._failed.setdefault(url, problem.reason)
-                problems.append(f"{shown}: {problem.reason}")
+                    self._failed.setdefault(url, problem)
+                problems.append((shown, problem))
+        codes = {problem.code for _, problem in problems}
         raise BackendUnavailableError(
             "no TSA issued a valid timestamp; nothing was written:\n"
-            + "\n".join(f"  {line}" for line in problems)
+            + "\n".join(f"  {shown}: {problem.reason}" for shown, problem in problems),
+            code=codes.pop() if len(codes) == 1 else "tsa-failed",
+            field="tsa_urls",
         )
 
     def stamp_many(self, items: Sequence[tuple[bytes, str]]) -> list[TimestampToken]:
@@ -291,78 +322,45 @@ class TimestampClient:
             return list(pool.map(lambda item: self.stamp(*item), items))
 
     def _stamp_at(self, url: str, signed_value: bytes, hash_name: str) -> TimestampToken:
+        """One TSA: transport failures are retried by the HTTP layer; a wrong answer is not
+        (a TSA that lies once is not asked again)."""
         digest = hashlib.new(hash_name, signed_value).digest()
-        attempts = self.settings.retries + 1
-        reason = "not asked"
-        for attempt in range(attempts):
-            if attempt:
-                pause = self.settings.backoff * 2 ** (attempt - 1)
-                time.sleep(pause * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrecy
-            nonce = secrets.randbits(64)
-            started = dt.datetime.now(dt.UTC)
-            try:
-                answer = self._post(url, build_request(digest, hash_name, nonce))
-            except _TsaError as problem:
-                if not problem.retry:
-                    raise
-                reason = problem.reason
-                continue
-            try:
-                token = verify_response(
-                    answer,
-                    signed_value=signed_value,
-                    nonce=nonce,
-                    roots=self.settings.roots,
-                    window=(started, dt.datetime.now(dt.UTC)),
-                    where="response",
-                    certs=self.settings.certs,
-                )
-            except VerificationError as exc:
-                # A wrong answer is not retried: a TSA that lies once is not asked again.
-                raise _TsaError(exc.message.removeprefix("response: "), retry=False) from None
-            return dataclasses.replace(token, url=redact_url(url))
-        raise _TsaError(f"{reason} ({attempts} attempt{'s' if attempts > 1 else ''})", retry=True)
-
-    def _post(self, url: str, query: bytes) -> bytes:
-        timeout = self.settings.timeout
+        nonce = secrets.randbits(64)
         target, auth = split_credentials(url)
+        started = dt.datetime.now(dt.UTC)
         try:
-            with self._session.post(
+            answer = self._http.request(
+                "POST",
                 target,
-                data=query,
+                data=build_request(digest, hash_name, nonce),
                 auth=auth,
                 headers={"Content-Type": "application/timestamp-query"},
-                timeout=(min(timeout, 5.0), timeout),
-                stream=True,
-            ) as response:
-                if response.status_code in _RETRY_STATUSES:
-                    raise _TsaError(f"HTTP {response.status_code}", retry=True)
-                if response.status_code != 200:
-                    raise _TsaError(f"HTTP {response.status_code}", retry=False)
-                body = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
-        except requests.Timeout:
-            raise _TsaError(f"timed out after {timeout:g} s", retry=True) from None
-        except requests.ConnectionError as exc:
-            refused = "refused" in str(exc).lower()
-            raise _TsaError(
-                "connection refused" if refused else "connection failed", retry=True
-            ) from None
-        except requests.RequestException as exc:
-            raise _TsaError(f"request failed ({type(exc).__name__})", retry=False) from None
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise _TsaError("answer too large to be a timestamp response", retry=False)
-        return bytes(body)
-
-
-def split_credentials(url: str) -> tuple[str, HTTPBasicAuth | None]:
-    """The URL without its user information, and that information as HTTP Basic auth: the
-    password travels in a header, never in the request line or in any message."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url, None
-    host = parts.netloc.rpartition("@")[2]
-    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return bare, HTTPBasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
+                max_bytes=MAX_RESPONSE_BYTES,
+            )
+        except HttpUnavailableError as exc:
+            raise _TsaError(exc.reason, code="tsa-unreachable") from None
+        except HttpFailedError as exc:
+            reason = (
+                "answer too large to be a timestamp response"
+                if exc.kind == "too-large"
+                else exc.reason.replace(target, redact_url(url))
+            )
+            raise _TsaError(reason, code="tsa-bad-response") from None
+        if answer.status != 200:
+            raise _TsaError(f"HTTP {answer.status}", code="tsa-bad-response")
+        try:
+            token = verify_response(
+                answer.body,
+                signed_value=signed_value,
+                nonce=nonce,
+                roots=self.settings.roots,
+                window=(started, dt.datetime.now(dt.UTC)),
+                where="response",
+                certs=self.settings.certs,
+            )
+        except VerificationError as exc:
+            raise _TsaError(exc.message.removeprefix("response: "), code=exc.code) from None
+        return dataclasses.replace(token, url=redact_url(url))
 
 
 def token_attribute(token: TimestampToken) -> bytes:

@@ -102,37 +102,40 @@ def test_failover_to_the_next_tsa(
 
 
 @pytest.mark.parametrize(
-    ("mode", "reason"),
+    ("mode", "code", "reason"),
     [
-        ("refuse", "connection refused (1 attempt)"),
-        ("garbage", "not a timestamp response"),
-        ("http_error", "HTTP 500"),
-        ("slow", "timed out after 1 s"),
-        ("wrong_nonce", "nonce does not match"),
-        ("wrong_imprint", "message imprint is not over this signature"),
-        ("untrusted", "signature does not verify with that one's key"),
-        ("no_eku", "has no extendedKeyUsage; timeStamping is required"),
-        ("noncritical_eku", "not marked critical"),
-        ("expired", "had expired"),
-        ("rejection", "TSA answered status rejection (bad_request): rejected (deliberate)"),
-        ("no_token", "sent no token"),
-        ("no_cert", "certificate is not in the signature"),
+        ("refuse", "tsa-unreachable", "connection refused (1 attempt)"),
+        ("garbage", "timestamp-malformed", "not a timestamp response"),
+        ("http_error", "tsa-unreachable", "HTTP 500 (1 attempt)"),
+        ("slow", "tsa-unreachable", "timed out after 1 s"),
+        ("wrong_nonce", "nonce-mismatch", "nonce does not match"),
+        ("wrong_imprint", "timestamp-imprint-mismatch", "message imprint is not over this signature"),
+        ("untrusted", "tsa-untrusted", "signature does not verify with that one's key"),
+        ("no_eku", "tsa-untrusted", "has no extendedKeyUsage; timeStamping is required"),
+        ("noncritical_eku", "tsa-untrusted", "not marked critical"),
+        ("expired", "tsa-untrusted", "had expired"),
+        ("rejection", "tsa-rejected",
+         "TSA answered status rejection (bad_request): rejected (deliberate)"),
+        ("no_token", "timestamp-malformed", "sent no token"),
+        ("no_cert", "signer-certificate-missing", "certificate is not in the signature"),
     ],
-)
+)  # fmt: skip
 def test_every_bad_tsa_fails_closed(
     hsm: HsmFixture,
     tsa_pki: TsaPki,
     tsas: dict[str, LocalTsa],
     tmp_path: Path,
     mode: str,
+    code: str,
     reason: str,
 ) -> None:
     artifacts = _artifacts(tmp_path, 2)
-    code, _, err = _sign(
+    exit_code, _, err = _sign(
         hsm, tsa_pki, "--tsa", tsas[mode].url, "--tsa-retries", "0", "--tsa-timeout", "1",
         *artifacts,
     )  # fmt: skip
-    assert code == 3, err
+    assert exit_code == 3, err
+    assert f"sealgate: error: [{code}] " in err, err
     assert "no TSA issued a valid timestamp; nothing was written" in err
     assert f"{tsas[mode].url}: " in err and reason in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == [a.name for a in artifacts]
@@ -149,9 +152,9 @@ def test_one_line_per_tsa_when_none_answers(
     )  # fmt: skip
     assert code == 3
     lines = err.splitlines()
-    assert lines[0] == (
-        "sealgate: error: [backend-unavailable] no TSA issued a valid timestamp; nothing was written:"
-    )
+    # three different failures: the batch's code says so, each line keeps its own reason
+    assert lines[0].startswith("sealgate: error: [tsa-failed] ")
+    assert lines[0].endswith(" no TSA issued a valid timestamp; nothing was written:")
     assert [line.split(": ")[0].strip() for line in lines[1:]] == urls
     assert "connection refused (2 attempts)" in lines[1]
     assert not (tmp_path / f"{artifact.name}.p7s").exists()

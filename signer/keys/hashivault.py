@@ -11,20 +11,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import os
 import re
-import time
 from collections.abc import Sequence
 from typing import Any, Final, Self
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from signer.algorithms import KeyKind, SignatureScheme, key_kind
 from signer.errors import BackendUnavailableError, ConfigError
+from signer.http import HttpClient, HttpFailedError, HttpResponse, HttpUnavailableError, RetryPolicy
 from signer.keys.base import RemoteKey
 from signer.keys.settings import kms_timeout
 
@@ -47,11 +47,11 @@ _HASH_PATHS: Final = {"sha256": "sha2-256", "sha384": "sha2-384", "sha512": "sha
 #: one request stays well inside the read timeout even for RSA-4096.
 BATCH_SIZE: Final = 500
 
-_CONNECT_TIMEOUT: Final = 3.0
-_RETRY_BUDGET: Final = 10.0  # seconds across all attempts (a single slow request may use more)
+#: The retry policy (signer.http): attempts, first backoff bound, and the least total budget
+#: in seconds (twice the per-request timeout when that is longer).
 _ATTEMPTS: Final = 4
 _FIRST_BACKOFF: Final = 0.25
-_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+_RETRY_BUDGET: Final = 20.0
 
 _KEY_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*")
 _MOUNT: Final = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
@@ -145,21 +145,29 @@ class VaultTransitKey(RemoteKey):
         if not _MOUNT.fullmatch(mount):
             raise ConfigError(f"SEALGATE_VAULT_TRANSIT_MOUNT={mount!r} is not a mount path")
         self.mount = mount
-        self._timeout = kms_timeout()
+        timeout = kms_timeout()
         self._base = f"{address}/v1/{mount}"
 
-        self._session = requests.Session()
-        self._session.headers["X-Vault-Token"] = self._token
+        headers = {"X-Vault-Token": self._token}
         namespace = _first_env("VAULT_NAMESPACE", "BAO_NAMESPACE")
         if namespace:
-            self._session.headers["X-Vault-Namespace"] = namespace[1]
+            headers["X-Vault-Namespace"] = namespace[1]
         # Passed per request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
         ca_file = _first_env("VAULT_CACERT", "BAO_CACERT")
-        self._verify: str | bool = ca_file[1] if ca_file else True
+        self._http = HttpClient(
+            RetryPolicy(
+                attempts=_ATTEMPTS,
+                backoff=_FIRST_BACKOFF,
+                timeout=timeout,
+                budget=max(_RETRY_BUDGET, 2 * timeout),
+            ),
+            headers=headers,
+            verify=ca_file[1] if ca_file else True,
+        )
         try:
             self._open()
         except BaseException:
-            self._session.close()
+            self._http.close()
             raise
 
     # -- reading the key --------------------------------------------------------------------
@@ -361,96 +369,88 @@ class VaultTransitKey(RemoteKey):
     def _call(
         self, method: str, path: str, body: dict[str, Any] | None = None, *, action: str
     ) -> dict[str, Any]:
-        """One API call with bounded retries on transport failures, 429 and 5xx."""
-        url = f"{self._base}/{path}"
-        deadline = time.monotonic() + max(_RETRY_BUDGET, self._timeout)
-        delay = _FIRST_BACKOFF
-        problem = "no attempt made"
-        attempts = 0
-        while attempts < _ATTEMPTS:
-            if attempts:
-                if time.monotonic() + delay >= deadline:
-                    break
-                time.sleep(delay)
-                delay *= 2
-            attempts += 1
-            remaining = max(deadline - time.monotonic(), 0.5)
-            connect = min(_CONNECT_TIMEOUT, self._timeout, remaining)
-            timeout = (connect, min(self._timeout, remaining))
-            try:
-                response = self._session.request(
-                    method, url, json=body, timeout=timeout, verify=self._verify
-                )
-            except requests.exceptions.SSLError:
+        """One API call through the shared HTTP layer (retries on transport errors, 408, 429
+        and 5xx, within the time budget)."""
+        try:
+            response = self._http.request(method, f"{self._base}/{path}", json=body)
+        except HttpFailedError as exc:
+            if exc.kind == "tls":
                 raise ConfigError(
                     f"TLS to {self.address} failed",
                     hint="set VAULT_CACERT to the CA bundle that signed the server's certificate",
+                    code="tls-error",
+                    field="key",
                 ) from None
-            except requests.Timeout:
-                problem = f"timed out after {self._timeout:g} s"
-                continue
-            except requests.ConnectionError as exc:
-                refused = "refused" in str(exc).lower()
-                problem = "connection refused" if refused else "connection failed"
-                continue
-            except requests.RequestException as exc:
-                raise ConfigError(
-                    f"cannot call {self.address}: {type(exc).__name__}",
-                    hint="check VAULT_ADDR",
-                ) from None
-            if response.status_code in _RETRY_STATUSES:
-                problem = f"HTTP {response.status_code}: {self._errors(response)}"
-                continue
-            return self._answer(response, action)
-        raise BackendUnavailableError(
-            f"Vault/OpenBao at {self.address} unavailable for transit key {self.name!r}: "
-            f"{problem} ({attempts} attempt{'s' if attempts != 1 else ''})",
-            hint="check that the server is up and unsealed; SEALGATE_KMS_TIMEOUT sets the "
-            "per-request timeout",
-        )
+            raise BackendUnavailableError(
+                f"cannot call {self.address} for transit key {self.name!r}: {exc.reason}",
+                code="kms-bad-response",
+                field="key",
+            ) from None
+        except HttpUnavailableError as exc:
+            detail = f": {self._errors(exc.last)}" if exc.last is not None else ""
+            raise BackendUnavailableError(
+                f"Vault/OpenBao at {self.address} unavailable for transit key {self.name!r}: "
+                f"{exc.problem}{detail} ({exc.attempts} attempt{'s' if exc.attempts != 1 else ''})",
+                hint="check that the server is up and unsealed; SEALGATE_KMS_TIMEOUT sets the "
+                "per-request timeout",
+                code="kms-unreachable",
+                field="key",
+            ) from None
+        return self._answer(response, action)
 
-    def _answer(self, response: requests.Response, action: str) -> dict[str, Any]:
+    def _answer(self, response: HttpResponse, action: str) -> dict[str, Any]:
         """Map an HTTP answer to its JSON body, or to a typed error naming the key."""
-        status = response.status_code
+        status = response.status
         if 200 <= status < 300:
             try:
-                reply = response.json() if response.content else {}
+                reply = json.loads(response.body) if response.body else {}
             except ValueError:
                 reply = None
             if not isinstance(reply, dict):
                 raise BackendUnavailableError(
-                    f"{self.address} answered with something other than JSON"
+                    f"{self.address} answered with something other than JSON",
+                    code="kms-bad-response",
                 )
             return reply
         errors = self._errors(response)
-        if status == 403:
+        if status in (401, 403):
             raise ConfigError(
                 f"permission denied for transit key {self.name!r} on {self.address}",
                 hint=f"the token is invalid or expired, or its policy lacks read on "
                 f"{self.mount}/keys/{self.name} and update on {self.mount}/sign/{self.name}/*",
+                code="kms-permission-denied",
+                field="key",
             )
         if status == 404 and "no handler for route" in errors:
             raise ConfigError(
                 f"no transit engine mounted at {self.mount!r} on {self.address}",
                 hint="set SEALGATE_VAULT_TRANSIT_MOUNT to the transit mount path",
+                code="kms-no-transit-mount",
+                field="key",
             )
         if status == 404 or (status == 400 and "not found" in errors):
             raise ConfigError(
-                f"transit key {self.name!r} not found at mount {self.mount!r} on {self.address}"
+                f"transit key {self.name!r} not found at mount {self.mount!r} on {self.address}",
+                code="key-not-found",
+                field="key",
             )
         if 400 <= status < 500:
             raise ConfigError(
                 f"{self.address} refused to {action} transit key {self.name!r}: "
-                f"HTTP {status}: {errors}"
+                f"HTTP {status}: {errors}",
+                code="kms-refused",
+                field="key",
             )
         raise BackendUnavailableError(
-            f"{self.address} failed to {action} transit key {self.name!r}: HTTP {status}: {errors}"
+            f"{self.address} failed to {action} transit key {self.name!r}: HTTP {status}: {errors}",
+            code="kms-error",
+            field="key",
         )
 
-    def _errors(self, response: requests.Response) -> str:
+    def _errors(self, response: HttpResponse) -> str:
         """The server's `errors` list as one short line, with the token redacted."""
         try:
-            reply = response.json()
+            reply = json.loads(response.body)
         except ValueError:
             reply = None
         items = reply.get("errors") if isinstance(reply, dict) else None
@@ -464,7 +464,7 @@ class VaultTransitKey(RemoteKey):
         return text.replace(self._token, "[token]") if self._token else text
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
 
 def _data(reply: dict[str, Any]) -> dict[str, Any]:
