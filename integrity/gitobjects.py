@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from integrity.errors import InputError, SignatureError
+from integrity.errors import InputError, IntegrityError, SignatureError
 
 SIGNATURE_HEADERS = {"sha1": b"gpgsig", "sha256": b"gpgsig-sha256"}
 _TAG_SIGNATURE_STARTS = (
@@ -72,19 +72,38 @@ def git_argv(repo: Path | None, *args: str) -> list[str]:
     return [*argv, *args]
 
 
+class GitUnavailableError(IntegrityError):
+    """git itself cannot be started: an infrastructure failure (exit 3), not a verdict."""
+
+    exit_code = 3
+    code = "git-unavailable"
+
+
+def run_git(
+    repo: Path | None, *args: str, input_bytes: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run one git command through the one door (git_argv, git_env); the caller judges it."""
+    try:
+        return subprocess.run(  # noqa: S603 - git with our own arguments
+            git_argv(repo, *args),
+            input=input_bytes,
+            capture_output=True,
+            check=False,
+            env=git_env(),
+            stdin=None if input_bytes is not None else subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise GitUnavailableError("git is not installed (or not on PATH)") from None
+
+
 def git(repo: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
     """Run one git command; a failure is a usage error naming the command."""
-    result = subprocess.run(  # noqa: S603 - git with our own arguments
-        git_argv(repo, *args),
-        input=input_bytes,
-        capture_output=True,
-        check=False,
-        env=git_env(),
-        stdin=None if input_bytes is not None else subprocess.DEVNULL,
-    )
+    result = run_git(repo, *args, input_bytes=input_bytes)
     if result.returncode != 0:
         message = result.stderr.decode(errors="replace").strip().splitlines()
-        raise InputError(f"git {' '.join(args)}: {message[-1] if message else 'failed'}")
+        raise InputError(
+            f"git {' '.join(args)}: {message[-1] if message else 'failed'}", code="git-failed"
+        )
     return result.stdout
 
 
@@ -96,7 +115,9 @@ def git_path(repo: Path, name: str) -> Path:
 def refuse_grafts(repo: Path) -> None:
     """A graft file rewrites parents for every git command (replace refs we switch off)."""
     if git_path(repo, "info/grafts").exists():
-        raise InputError(f"{repo}: .git/info/grafts rewrites history; remove it")
+        raise InputError(
+            f"{repo}: .git/info/grafts rewrites history; remove it", code="grafts", field="repo"
+        )
 
 
 def work_tree(repo: Path) -> Path:
@@ -107,7 +128,9 @@ def work_tree(repo: Path) -> Path:
     """
     lines = git(repo, "rev-parse", "--show-toplevel", "--absolute-git-dir").decode().splitlines()
     if len(lines) != 2 or not lines[0]:
-        raise InputError(f"{repo}: not a git repository with a work tree")
+        raise InputError(
+            f"{repo}: not a git repository with a work tree", code="not-a-repository", field="repo"
+        )
     root, git_dir = Path(lines[0]), Path(lines[1]).resolve()
     marker = root / ".git"
     try:
@@ -129,10 +152,16 @@ def work_tree(repo: Path) -> Path:
             f"{repo}: git says the work tree is {root}, but its .git is not there "
             "(core.worktree or a .git file moves it)",
             hint="remove core.worktree from the repository's config",
+            code="worktree-redirected",
+            field="repo",
         )
     inside = repo.resolve()
     if inside != root.resolve() and root.resolve() not in inside.parents:
-        raise InputError(f"{repo}: outside the work tree {root} that git reports")
+        raise InputError(
+            f"{repo}: outside the work tree {root} that git reports",
+            code="worktree-redirected",
+            field="repo",
+        )
     return root
 
 
@@ -144,12 +173,14 @@ def shallow_commits(repo: Path) -> frozenset[str]:
     except FileNotFoundError:
         return frozenset()
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+        raise InputError(f"{path}: cannot read ({exc.strerror})", code="path-error") from None
     return frozenset(text.decode(errors="replace").split())
 
 
 class MalformedObjectError(SignatureError):
     """A commit, tree or tag that git would parse differently (or fsck refuses): never judged."""
+
+    code = "malformed-object"
 
     def __init__(self, oid: str, detail: str) -> None:
         super().__init__(f"malformed {detail}")
@@ -344,18 +375,21 @@ class ObjectReader:
         process = self._process
         assert process.stdin is not None and process.stdout is not None  # noqa: S101 - PIPEs
         if len(oid) not in (40, 64) or not set(oid.encode()) <= _HEX:
-            raise InputError(f"{self.repo}: {oid!r} is not an object id")
+            raise InputError(f"{self.repo}: {oid!r} is not an object id", code="bad-object-id")
         process.stdin.write(oid.encode() + b"\n")
         process.stdin.flush()
         header = process.stdout.readline().split()
         if len(header) != 3 or not header[2].isdigit():
-            raise InputError(f"{self.repo}: object {oid} is missing")
+            raise InputError(f"{self.repo}: object {oid} is missing", code="missing-object")
         kind, size = header[1].decode(), int(header[2])
         if limit is not None and size > limit:
             remaining = size + 1
             while remaining:
                 remaining -= len(process.stdout.read(min(remaining, _DRAIN))) or remaining
-            raise InputError(f"{what} {oid[:12]}: {size} bytes, more than the {limit} allowed")
+            raise InputError(
+                f"{what} {oid[:12]}: {size} bytes, more than the {limit} allowed",
+                code="object-too-large",
+            )
         data = process.stdout.read(size)
         process.stdout.read(1)  # the newline after each object
         # cat-file does not check that an object hashes to its id; a swapped loose object or a
@@ -364,7 +398,8 @@ class ObjectReader:
         if hashlib.new(algorithm, b"%s %d\0%s" % (header[1], size, data)).hexdigest() != oid:
             raise InputError(
                 f"{self.repo}: object {oid} does not hash to its id (the object store is "
-                "corrupt or has been tampered with)"
+                "corrupt or has been tampered with)",
+                code="object-hash-mismatch",
             )
         return kind, data
 
