@@ -34,35 +34,49 @@ from integrity.gitobjects import (
     git,
     parse_commit,
     parse_tag,
-    refuse_grafts,
     shallow_commits,
     split_commit,
     split_tag,
 )
 from integrity.openpgp import OpenPgpKey
 from integrity.policy import ADMIN_ROLE, DEFAULT_ROLE, POLICY_PATH, Policy, Signer, load_policy
+from integrity.repository import open_repository, resolve_commit
 from integrity.sshsig import SshPublicKey, verify_sshsig
 
 _SSH = b"-----BEGIN SSH SIGNATURE-----"
 _PGP = b"-----BEGIN PGP SIGNATURE-----"
-CACHE_FILE = "sealgate/commit-verdicts-v2.json"  # v2: merges judged against every parent
+#: v2: merges judged against every parent; v3: `verified` (was `ok`) and the reason `code`
+CACHE_FILE = "sealgate/commit-verdicts-v3.json"
 POLICY_DIR = posixpath.dirname(POLICY_PATH)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The judgement of one commit (or tag)."""
+    """The judgement of one commit (or tag); `code` is the stable reason when not verified."""
 
     oid: str
     author: str
     subject: str
-    ok: bool
+    verified: bool
     reason: str | None
     signer: str | None
     policy_digest: str
+    code: str | None = None
 
     def line(self) -> str:
         return f"{self.oid[:12]} {self.author} {self.subject!r}: {self.reason}"
+
+    def as_json(self) -> dict[str, object]:
+        """The report shape of a commit verdict (`verified`, `reason`, `code` as in verify's)."""
+        return {
+            "verified": self.verified,
+            "reason": self.reason,
+            "code": self.code,
+            "oid": self.oid,
+            "author": self.author,
+            "subject": self.subject,
+            "signer": self.signer,
+        }
 
 
 @dataclass(frozen=True)
@@ -78,39 +92,25 @@ class Repository:
     """Reads a repository's objects through one cat-file process."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        if not path.is_dir():
-            raise InputError(f"--repo {path}: no such directory")
+        path = self.path = open_repository(path, need_work_tree=False)
         self.git_dir = Path(git(path, "rev-parse", "--absolute-git-dir").decode().strip())
-        refuse_grafts(path)
         self.object_format = git(path, "rev-parse", "--show-object-format").decode().strip()
         self.shallow = shallow_commits(path)
         self.reader = ObjectReader(path)
         self._trees: dict[str, str] = {}
 
-    def resolve(self, rev: str, kind: str = "commit") -> str:
-        if not rev or rev.startswith("-"):
-            raise InputError(f"{rev!r} is not a revision")
-        try:
-            return (
-                git(self.path, "rev-parse", "--verify", "--quiet", "--end-of-options",
-                    f"{rev}^{{{kind}}}")
-                .decode()
-                .strip()
-            )  # fmt: skip
-        except InputError:
-            if self.shallow:
-                raise InputError(
-                    f"{rev!r} does not resolve in this shallow clone: {SHALLOW_MESSAGE}"
-                ) from None
-            raise InputError(f"{rev!r} does not resolve to a {kind} in {self.path}") from None
+    def resolve(self, rev: str, *, field: str = "range", code: str | None = None) -> str:
+        """The commit id of `rev` (integrity.repository's one set of rules)."""
+        if code is None:
+            code = "range-unresolved"
+        return resolve_commit(self.path, rev, field=field, code=code)
 
     def commit(self, oid: str) -> Commit:
         """A commit object, parsed strictly (MalformedObjectError when git would read it
         differently); its tree id is remembered for diffing its children."""
         kind, raw = self.reader.read(oid)
         if kind != "commit":
-            raise InputError(f"{oid} is a {kind}, not a commit")
+            raise InputError(f"{oid} is a {kind}, not a commit", code="not-a-commit")
         commit = parse_commit(oid, raw)
         self._trees[oid] = commit.tree
         return commit
@@ -133,7 +133,9 @@ class Repository:
         if blob is None:
             raise InputError(
                 f"{commit_oid[:12]} has no {POLICY_PATH}",
-                hint="commit a policy on the base revision, or pass --policy FILE",
+                hint="commit a policy on the base revision, or give a policy file from outside "
+                "the repository",
+                code="policy-missing",
             )
         source = f"{POLICY_PATH}@{commit_oid[:12]}"
         return load_policy(
@@ -145,16 +147,18 @@ class Repository:
     def _blob(self, oid: str, what: str, limit: int) -> bytes:
         kind, data = self.reader.read(oid, limit=limit, what=what)
         if kind != "blob":
-            raise InputError(f"{what}: a {kind}, not a file")
+            raise InputError(f"{what}: a {kind}, not a file", code="policy-invalid")
         return data
 
     def _read_beside_policy(self, tree: str, relative: str) -> bytes:
         path = posixpath.normpath(posixpath.join(POLICY_DIR, relative))
         if posixpath.isabs(relative) or not path.startswith(POLICY_DIR + "/"):
-            raise InputError(f"key file {relative!r} is outside {POLICY_DIR}/")
+            raise InputError(
+                f"key file {relative!r} is outside {POLICY_DIR}/", code="policy-invalid"
+            )
         blob = self.reader.tree_entry(tree, path)
         if blob is None:
-            raise InputError(f"key file {relative!r} not in the revision")
+            raise InputError(f"key file {relative!r} not in the revision", code="policy-invalid")
         return self._blob(blob, f"key file {path}", KEY_FILE_LIMIT)
 
     def changed_paths(self, commit: Commit) -> set[str]:
@@ -196,10 +200,12 @@ class CommitChecker:
             raise InputError(
                 f"range {base}..{head} holds no commits: nothing to prove",
                 hint="BASE already contains HEAD; give the range since the last trusted base",
+                code="empty-range",
+                field="range",
             )
         for oid, *_ in entries:
             if oid in self.repo.shallow:
-                raise InputError(f"commit {oid}: {SHALLOW_MESSAGE}")
+                raise InputError(f"commit {oid}: {SHALLOW_MESSAGE}", code="shallow-clone")
         cached_oids = {key.partition(":")[0] for key in cache or {}}
         with SshPrecheck(self.repo, [e[0] for e in entries if e[0] not in cached_oids]) as ssh:
             self._ssh = ssh
@@ -230,9 +236,12 @@ class CommitChecker:
             subject = self.repo.reader.read(oid)[1].partition(b"\n\n")[2].split(b"\n", 1)[0]
             reason = exc.message
             return Verdict(oid, "", subject.decode(errors="replace"), False, reason, None,
-                           digest), states  # fmt: skip
+                           digest, exc.code), states  # fmt: skip
         if list(commit.parents) != listed_parents:
-            raise InputError(f"commit {oid}: git lists other parents than the object holds")
+            raise InputError(
+                f"commit {oid}: git lists other parents than the object holds",
+                code="parents-mismatch",
+            )
         key = f"{oid}:{'+'.join(state.policy.digest for state in states)}"
         verdict = _cached(cache, key, commit.author, commit.subject)
         try:
@@ -242,20 +251,22 @@ class CommitChecker:
             if verdict is None:
                 verdict = self._judge_everywhere(commit, states, policy_changed)
         except MalformedObjectError as exc:
-            verdict = Verdict(oid, commit.author, commit.subject, False, exc.message, None, digest)
+            verdict = Verdict(
+                oid, commit.author, commit.subject, False, exc.message, None, digest, exc.code
+            )
             policy_changed = False
         if cache is not None:
             cache[key] = asdict(verdict)
         if self.fixed_policy:
             return verdict, [self.base]
-        if not verdict.ok or not policy_changed:
+        if not verdict.verified or not policy_changed:
             return verdict, states
         try:
             policy = self.repo.policy_at(oid)
         except InputError as exc:
             verdict = Verdict(oid, commit.author, commit.subject, False,
                               f"the policy it commits is unusable: {exc.message}", verdict.signer,
-                              digest)  # fmt: skip
+                              digest, code="policy-change-invalid")  # fmt: skip
             if cache is not None:
                 cache[key] = asdict(verdict)
             return verdict, states
@@ -283,7 +294,7 @@ class CommitChecker:
                 commit.oid, commit.author, commit.subject, signed, state, required,
                 len(commit.parents) > 1,
             )  # fmt: skip
-            if not judged.ok:
+            if not judged.verified:
                 return judged
             verdict = verdict or judged
         assert verdict is not None  # noqa: S101 - there is always one state
@@ -301,27 +312,31 @@ class CommitChecker:
     ) -> Verdict:
         policy = state.policy
 
-        def fail(reason: str, signer: str | None = None) -> Verdict:
-            return Verdict(oid, author, subject, False, reason, signer, policy.digest)
+        def fail(reason: str, *, code: str, signer: str | None = None) -> Verdict:
+            return Verdict(oid, author, subject, False, reason, signer, policy.digest, code)
 
         if signed.signature is None:
-            return fail("unsigned")
+            return fail("unsigned", code="unsigned")
         try:
             signer = self._signer(oid, signed, state, is_merge)
         except (UnknownKeyError, UnsupportedSignatureError) as exc:
-            return fail(exc.message)
+            return fail(exc.message, code=exc.code)
         except SignatureError as exc:
-            return fail(f"bad signature: {exc.message}")
+            return fail(f"bad signature: {exc.message}", code=exc.code)
         if signer is None:  # accepted forge merge
             return Verdict(
                 oid, author, subject, True, None, "forge (github-web-flow)", policy.digest
             )
         missing = sorted(required - signer.roles)
         if missing:
+            code = "role-missing"
+            if ADMIN_ROLE in missing:
+                code = "policy-change-unauthorised"
             return fail(
                 f"key not allowed for this path: needs role {', '.join(missing)}; "
                 f"{signer.name} has {', '.join(sorted(signer.roles)) or 'no role'}",
-                signer.name,
+                code=code,
+                signer=signer.name,
             )
         return Verdict(oid, author, subject, True, None, signer.name, policy.digest)
 
@@ -338,7 +353,8 @@ class CommitChecker:
                 key = verify_sshsig(signature, signed.payload, namespace="git")
             signer = policy.signer_for_ssh(key)
             if signer is None:
-                raise UnknownKeyError(self._unknown(state, lambda p: p.signer_for_ssh(key), key))
+                reason, code = self._unknown(state, lambda p: p.signer_for_ssh(key), key)
+                raise UnknownKeyError(reason, code=code)
             return signer
         if signature.startswith(_PGP):
             try:
@@ -353,10 +369,13 @@ class CommitChecker:
                         if policy.forge_web_flow == "all" or is_merge:
                             return None
                         raise UnknownKeyError(
-                            "forge-made commit: the policy accepts the forge key for merges only"
+                            "forge-made commit: the policy accepts the forge key for merges only",
+                            code="key-not-allowed",
                         ) from None
                 removed = self._removed_openpgp(state, signature, signed.payload)
-                raise UnknownKeyError(removed or f"unknown key: {unknown.message}") from None
+                if removed:
+                    raise UnknownKeyError(removed, code="key-removed") from None
+                raise UnknownKeyError(f"unknown key: {unknown.message}") from None
             found = policy.signer_for_openpgp(pgp_key)
             if found is None:  # pragma: no cover - the keyring holds only policy keys
                 raise UnknownKeyError(f"unknown key {pgp_key.fingerprint}")
@@ -367,13 +386,15 @@ class CommitChecker:
 
     def _unknown(
         self, state: PolicyState, lookup: Callable[[Policy], Signer | None], key: SshPublicKey
-    ) -> str:
+    ) -> tuple[str, str]:
+        """(reason, code): removed by which policy change, or never listed."""
         current: PolicyState | None = state
         while current is not None and current.previous is not None:
             if lookup(current.previous.policy) is not None and lookup(current.policy) is None:
-                return f"key {key.fingerprint} removed by commit {current.introduced_by}"[:200]
+                reason = f"key {key.fingerprint} removed by commit {current.introduced_by}"
+                return reason[:200], "key-removed"
             current = current.previous
-        return f"unknown key {key.fingerprint}"
+        return f"unknown key {key.fingerprint}", "unknown-key"
 
     def _removed_openpgp(self, state: PolicyState, signature: bytes, payload: bytes) -> str | None:
         current: PolicyState | None = state
@@ -399,26 +420,41 @@ class CommitChecker:
                 .strip()
             )  # fmt: skip
         except InputError:
-            raise InputError(f"--tag {tag}: no such tag in {self.repo.path}") from None
+            raise InputError(
+                f"tag {tag}: no such tag in {self.repo.path}", code="tag-unresolved", field="tag"
+            ) from None
         digest = self.base.policy.digest
 
-        def fail(reason: str, tagger: str = "") -> Verdict:
-            return Verdict(oid, tagger, subject, False, reason, None, digest)
+        def fail(reason: str, *, code: str, tagger: str = "") -> Verdict:
+            return Verdict(oid, tagger, subject, False, reason, None, digest, code)
 
         kind, raw = self.repo.reader.read(oid)
         if kind != "tag":
-            return fail(f"tag {name} is a lightweight tag (a {kind}), not a signed tag object")
+            return fail(
+                f"tag {name} is a lightweight tag (a {kind}), not a signed tag object",
+                code="unsigned",
+            )
         try:
             parsed = parse_tag(oid, raw)
         except MalformedObjectError as exc:
-            return fail(exc.message)
+            return fail(exc.message, code=exc.code)
         if parsed.name != name:
-            return fail(f"tag object says {parsed.name!r}, not {name!r}", parsed.tagger)
+            return fail(
+                f"tag object says {parsed.name!r}, not {name!r}",
+                code="tag-name-mismatch",
+                tagger=parsed.tagger,
+            )
         if parsed.target_type != "commit":
-            return fail(f"tag {name} points at a {parsed.target_type}, not a commit", parsed.tagger)
+            return fail(
+                f"tag {name} points at a {parsed.target_type}, not a commit",
+                code="tag-target-not-commit",
+                tagger=parsed.tagger,
+            )
         if head is not None and parsed.target != head:
             return fail(
-                f"tag {name} points at {parsed.target}, not the range head {head}", parsed.tagger
+                f"tag {name} points at {parsed.target}, not the range head {head}",
+                code="tag-not-at-head",
+                tagger=parsed.tagger,
             )
         signed = split_tag(raw)
         return self._judge(oid, parsed.tagger, subject, signed, self.base, {DEFAULT_ROLE}, False)
@@ -447,7 +483,7 @@ class CommitChecker:
         walk = git(self.repo.path, "rev-list", "--topo-order", below_oid, "--")
         for commit in walk.decode().split():  # children before parents: the newest first
             for name in sorted(by_commit.get(commit, ())):
-                if self.check_tag(name, commit).ok:
+                if self.check_tag(name, commit).verified:
                     return name, commit
         return None
 

@@ -22,7 +22,8 @@ from integrity.archive_diff import explain, run_diffoscope
 from integrity.artifacts import match_artifacts, select_artifacts
 from integrity.errors import InputError, IntegrityError
 from integrity.files import sha256_file
-from integrity.gitobjects import git_argv, git_env
+from integrity.gitobjects import GitUnavailableError, run_git
+from integrity.repository import open_repository, resolve_commit
 
 #: Set by the rebuild itself; `pass_env` cannot override them.
 NORMALISED = ("SOURCE_DATE_EPOCH", "TZ", "LC_ALL", "LANG", "PYTHONHASHSEED", "HOME", "PATH")
@@ -34,6 +35,7 @@ class RebuildError(IntegrityError):
     """The rebuild could not be attempted for reasons outside the input (git failed): exit 3."""
 
     exit_code = 3
+    code = "rebuild-unavailable"
 
 
 @dataclass
@@ -54,6 +56,16 @@ class ArtifactResult:
             return "reproduced"
         return "missing" if self.rebuilt_sha256 is None else "differs"
 
+    @property
+    def code(self) -> str | None:
+        """`rebuild-missing`, `rebuild-mismatch`, or None when reproduced."""
+        code = None
+        if self.rebuilt_sha256 is None:
+            code = "rebuild-missing"
+        elif not self.reproduced:
+            code = "rebuild-mismatch"
+        return code
+
 
 @dataclass
 class RebuildReport:
@@ -68,6 +80,8 @@ class RebuildReport:
     build_exit_code: int
     #: Set when the build failed (non-zero exit or timeout); then nothing is reproduced.
     failure: str | None = None
+    #: The reason code of `failure` (`rebuild-failed`, `rebuild-timeout`).
+    failure_code: str | None = None
     log_tail: str = ""
     #: The temporary clone and build log, only when kept (`keep=True`); else deleted.
     clone_dir: Path | None = None
@@ -77,11 +91,19 @@ class RebuildReport:
     def reproduced(self) -> bool:
         return self.failure is None and all(a.reproduced for a in self.artifacts)
 
+    @property
+    def code(self) -> str | None:
+        """Why it was not reproduced: the build's failure, else the first artifact's reason."""
+        if self.failure is not None:
+            return self.failure_code
+        return next((a.code for a in self.artifacts if a.code), None)
+
     def to_json(self) -> dict[str, object]:
         return {
             "commit": self.commit,
             "command": self.command,
             "reproduced": self.reproduced,
+            "code": self.code,
             "environment": self.environment,
             "passed_env": self.passed_env,
             "build_exit_code": self.build_exit_code,
@@ -93,6 +115,7 @@ class RebuildReport:
                 {
                     "path": a.path,
                     "status": a.status,
+                    "code": a.code,
                     "reproduced": a.reproduced,
                     "expected_sha256": a.expected_sha256,
                     "rebuilt_sha256": a.rebuilt_sha256,
@@ -124,7 +147,7 @@ def rebuild(
     it could not reproduce the artifacts.
     """
     caller_env = dict(os.environ if environ is None else environ)
-    root = repository_root(repo)
+    root = open_repository(repo)
     oid = resolve_commit(root, commit)
     expected = _expected(root, artifact_globs)
     extra = _passed_env(pass_env, caller_env)
@@ -147,12 +170,14 @@ def rebuild(
             "PATH": caller_env.get("PATH", os.defpath),
             **extra,
         }
-        code, failure = _build(command, clone, env, log, timeout)
+        code, failure, failure_code = _build(command, clone, env, log, timeout)
         tail = _tail(log, LOG_TAIL_LINES)
         if code == 127:
             raise InputError(
-                f"--command {command!r}: build command not found (bash exit 127)",
+                f"build command {command!r} not found (bash exit 127)",
                 hint=f"build log tail: {tail.strip()[-500:]}" if tail.strip() else None,
+                code="build-command-not-found",
+                field="command",
             )
         produced = {
             p.relative_to(clone).as_posix(): p
@@ -178,6 +203,7 @@ def rebuild(
             artifacts=results,
             build_exit_code=code,
             failure=failure,
+            failure_code=failure_code,
             log_tail=tail,
             clone_dir=clone if keep else None,
             log_file=log if keep else None,
@@ -185,35 +211,6 @@ def rebuild(
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def repository_root(repo: Path) -> Path:
-    """The work tree root of `repo`; InputError when it is not a git repository."""
-    if not repo.is_dir():
-        raise InputError(f"--repo {repo}: not a directory")
-    result = _run_git(repo, "rev-parse", "--show-toplevel")
-    if result.returncode != 0:
-        raise InputError(f"--repo {repo}: not a git repository (or has no work tree)")
-    return Path(result.stdout.strip())
-
-
-def resolve_commit(root: Path, rev: str) -> str:
-    """The full commit id of `rev`; says so when a shallow clone is why it is missing."""
-    if not rev or rev.startswith("-"):
-        raise InputError(f"--commit {rev!r}: not a revision")
-    result = _run_git(
-        root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"
-    )
-    if result.returncode == 0:
-        return result.stdout.strip()
-    shallow = _run_git(root, "rev-parse", "--is-shallow-repository").stdout.strip() == "true"
-    if shallow:
-        raise InputError(
-            f"--commit {rev}: does not resolve in {root}, which is a shallow clone "
-            "that may lack it",
-            hint="fetch the full history: git fetch --unshallow (actions/checkout: fetch-depth: 0)",
-        )
-    raise InputError(f"--commit {rev}: does not resolve to a commit in {root}")
 
 
 def _expected(root: Path, globs: Sequence[str]) -> dict[str, str]:
@@ -225,11 +222,23 @@ def _passed_env(names: Sequence[str], caller_env: Mapping[str, str]) -> dict[str
     passed: dict[str, str] = {}
     for name in names:
         if not name or "=" in name:
-            raise InputError(f"--pass-env {name!r}: give a variable name, not a value")
+            raise InputError(
+                f"variable {name!r} to pass: give a variable name, not a value",
+                code="bad-pass-env",
+                field="pass_env",
+            )
         if name in NORMALISED:
-            raise InputError(f"--pass-env {name}: set by the rebuild itself")
+            raise InputError(
+                f"variable {name} to pass: set by the rebuild itself",
+                code="bad-pass-env",
+                field="pass_env",
+            )
         if name not in caller_env:
-            raise InputError(f"--pass-env {name}: not set in the environment")
+            raise InputError(
+                f"variable {name} to pass: not set in the environment",
+                code="pass-env-unset",
+                field="pass_env",
+            )
         passed[name] = caller_env[name]
     return passed
 
@@ -252,17 +261,20 @@ def _clone(source: Path, oid: str, clone: Path) -> None:
         if result.returncode != 0:
             raise RebuildError(
                 f"commit {oid}: cannot clone into a fresh directory: git {name} failed: "
-                f"{result.stderr.strip()[-500:]}"
+                f"{result.stderr.strip()[-500:]}",
+                code="clone-failed",
             )
     head = _run_git(clone, "rev-parse", "HEAD").stdout.strip()
     if head != oid:
-        raise RebuildError(f"commit {oid}: the fresh checkout is at {head or 'nothing'}")
+        raise RebuildError(
+            f"commit {oid}: the fresh checkout is at {head or 'nothing'}", code="clone-failed"
+        )
 
 
 def _build(
     command: str, cwd: Path, env: dict[str, str], log: Path, timeout: float | None
-) -> tuple[int, str | None]:
-    """Run `bash -c command`; (exit code, failure text or None). Output goes to `log`."""
+) -> tuple[int, str | None, str | None]:
+    """Run `bash -c command`; (exit code, failure text, its code). Output goes to `log`."""
     bash = shutil.which("bash", path=env["PATH"]) or "/bin/bash"
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - the build command is what the user asked to run
@@ -282,10 +294,15 @@ def _build(
             except ProcessLookupError:
                 pass
             process.wait()
-            return -1, f"the rebuild timed out after {timeout:g} s"
+            return -1, f"the rebuild timed out after {timeout:g} s", _code(code="rebuild-timeout")
     if code == 0 or code == 127:
-        return code, None
-    return code, f"the rebuild failed with exit {code}"
+        return code, None, None
+    return code, f"the rebuild failed with exit {code}", _code(code="rebuild-failed")
+
+
+def _code(*, code: str) -> str:
+    """A reason code, named as a keyword where it is chosen (the reason-code table's scan)."""
+    return code
 
 
 def _compare(
@@ -332,14 +349,14 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def _run_git(cwd: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
+    """The one git runner, its output as text (rebuild reads short lines only)."""
     try:
-        return subprocess.run(  # noqa: S603 - fixed program, arguments as a list
-            git_argv(cwd, *args),  # the one door: no replace refs, no repo-set programs
-            capture_output=True,
-            text=True,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            env=git_env(),
-        )
-    except FileNotFoundError:
-        raise RebuildError("git is not installed (or not on PATH)") from None
+        result = run_git(cwd, *args)
+    except GitUnavailableError as exc:
+        raise RebuildError(exc.message, code=exc.code) from None
+    return subprocess.CompletedProcess(
+        result.args,
+        result.returncode,
+        result.stdout.decode(errors="replace"),
+        result.stderr.decode(errors="replace"),
+    )

@@ -22,7 +22,8 @@ from pathlib import Path
 import pathspec
 
 from integrity.errors import InputError
-from integrity.gitobjects import git, work_tree
+from integrity.gitobjects import git
+from integrity.repository import open_repository, resolve_commit
 
 CHUNK = 1 << 20
 _FILE, _EXEC, _LINK, _DIR, _GITLINK = "100644", "100755", "120000", "40000", "160000"
@@ -63,13 +64,42 @@ def display_path(path: str) -> str:
 
 
 @dataclass(frozen=True)
+class _Kind:
+    kind: str
+    code: str
+
+
+#: The reason code of each kind of difference (docs/reason-codes.md); a report that differs
+#: at all is `tree-mismatch`.
+DIFFERENCE_CODES = {
+    k.kind: k.code
+    for k in (
+        _Kind("modified", code="tree-modified"),
+        _Kind("added", code="tree-added"),
+        _Kind("deleted", code="tree-deleted"),
+        _Kind("mode", code="tree-mode"),
+        _Kind("type", code="tree-type"),
+        _Kind("submodule", code="tree-submodule"),
+        _Kind("invalid", code="tree-invalid-path"),
+    )
+}
+
+
+@dataclass(frozen=True)
 class TreeDifference:
     path: str
     kind: str  # "modified" | "added" | "deleted" | "mode" | "type" | "submodule" | "invalid"
     detail: str
 
+    @property
+    def code(self) -> str:
+        return DIFFERENCE_CODES[self.kind]
+
     def line(self) -> str:
         return f"{self.kind} {display_path(self.path)}: {self.detail}"
+
+    def as_json(self) -> dict[str, str]:
+        return {"path": self.path, "kind": self.kind, "code": self.code, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -84,6 +114,11 @@ class TreeReport:
     @property
     def ok(self) -> bool:
         return not self.differences and self.expected_tree == self.actual_tree
+
+    @property
+    def code(self) -> str | None:
+        code = "tree-mismatch"
+        return None if self.ok else code
 
 
 @dataclass(frozen=True)
@@ -255,7 +290,7 @@ def _walk(
             listing = list(os.scandir(directory))
         except OSError as exc:  # unreadable, or too deep a path: nothing below can be proven
             raise InputError(
-                f"{display_path(prefix or '.')}: cannot list ({exc.strerror})"
+                f"{display_path(prefix or '.')}: cannot list ({exc.strerror})", code="path-error"
             ) from None
         for entry in listing:
             if entry.name == ".git" and prefix == "":
@@ -342,7 +377,9 @@ class _Proof:
 
     def __init__(self, hash_name: str, allow_untracked: Sequence[str], submodules: str) -> None:
         if submodules not in SUBMODULE_MODES:
-            raise InputError(f"--submodules {submodules!r}: use prove or refuse")
+            raise InputError(
+                f"submodule mode {submodules!r}: use prove or refuse", field="submodules"
+            )
         self.hash_name = hash_name
         self.allowed = pathspec.PathSpec.from_lines("gitignore", allow_untracked)
         self.submodules = submodules
@@ -389,7 +426,8 @@ class _Proof:
                     target = os.readlink(root / path).encode("utf-8", "surrogateescape")
                 except OSError as exc:
                     raise InputError(
-                        f"{display_path(prefix + path)}: cannot read ({exc.strerror})"
+                        f"{display_path(prefix + path)}: cannot read ({exc.strerror})",
+                        code="path-error",
                     ) from None
                 oid, _ = _blob_id(self.hash_name, len(target), [target], None)
                 found[path] = _Found(_LINK, oid)
@@ -493,7 +531,7 @@ class _Proof:
             return _Result("", "", [TreeDifference(name, "submodule", detail)], 0, 0)
 
         if self.submodules == "refuse":
-            return refused("not proven (--submodules refuse)")
+            return refused("not proven (submodules are refused)")
         if depth >= MAX_SUBMODULE_DEPTH:
             return refused(f"not proven (submodules nested deeper than {MAX_SUBMODULE_DEPTH})")
         if len(oid) != (64 if self.hash_name == "sha256" else 40) or not _HEX.issuperset(oid):
@@ -517,18 +555,8 @@ def prove_tree(
 ) -> TreeReport:
     """Compare the work tree with `commit`'s tree; every difference is named. `submodules`:
     `prove` (each submodule's files against the commit its gitlink records) or `refuse`."""
-    if not (repo / ".git").exists():
-        try:
-            git(repo, "rev-parse", "--git-dir")
-        except InputError:
-            raise InputError(f"{repo}: not a git repository") from None
-    root = work_tree(repo)
-    try:
-        commit_oid = (
-            git(root, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}").decode().strip()
-        )
-    except InputError:
-        raise InputError(f"{commit!r} does not resolve to a commit in {root}") from None
+    root = open_repository(repo)
+    commit_oid = resolve_commit(root, commit)
     expected_tree = git(root, "rev-parse", f"{commit_oid}^{{tree}}").decode().strip()
     hash_name = "sha256" if len(commit_oid) == 64 else "sha1"
     proof = _Proof(hash_name, allow_untracked, submodules)
@@ -553,7 +581,9 @@ def _hash_files(
         try:
             oid, size = _blob_id(hash_name, info.st_size, None, root / path)
         except OSError as exc:
-            raise InputError(f"{display_path(path)}: cannot read ({exc.strerror or exc})") from None
+            raise InputError(
+                f"{display_path(path)}: cannot read ({exc.strerror or exc})", code="path-error"
+            ) from None
         mode = _EXEC if info.st_mode & stat.S_IXUSR else _FILE
         return path, _Found(mode, oid, size)
 

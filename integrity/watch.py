@@ -45,7 +45,8 @@ import pathspec
 from inotify_simple import INotify, flags  # type: ignore[import-untyped]
 
 from integrity.errors import InputError
-from integrity.gitobjects import git, work_tree
+from integrity.gitobjects import git
+from integrity.repository import open_repository, resolve_commit
 from integrity.tree import TreeReport, display_path, prove_tree, tracked_paths
 
 WATCH_MASK = (
@@ -95,6 +96,26 @@ _DRAIN_ROUNDS = 1000
 
 
 @dataclass(frozen=True)
+class _Kind:
+    kind: str
+    code: str
+
+
+#: Violation kinds with a reason code of their own; every other kind (a write, create,
+#: rename, delete, attribute change) is TAMPERED.
+VIOLATION_CODES = {
+    k.kind: k.code
+    for k in (
+        _Kind("hard-link", code="hard-link"),
+        _Kind("overflow", code="watch-overflow"),
+        _Kind("unwatched", code="watch-incomplete"),
+        _Kind("object-replaced", code="object-replaced"),
+    )
+}
+TAMPERED = _Kind("", code="tampered").code
+
+
+@dataclass(frozen=True)
 class Violation:
     """One forbidden change seen during the build, stamped when it was detected (UTC)."""
 
@@ -102,6 +123,19 @@ class Violation:
     kind: str
     time: str
     detail: str
+
+    @property
+    def code(self) -> str:
+        return VIOLATION_CODES.get(self.kind, TAMPERED)
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "code": self.code,
+            "time": self.time,
+            "detail": self.detail,
+        }
 
     def line(self) -> str:
         return f"TAMPERED {display_path(self.path)}: {self.kind} at {self.time} ({self.detail})"
@@ -124,6 +158,31 @@ class WatchReport:
     @property
     def ok(self) -> bool:
         return self.build_exit == 0 and not self.tampered
+
+    @property
+    def code(self) -> str | None:
+        """The first reason it is not ok: a refused or failed build, a violation, the tree."""
+        code: str | None = None
+        if self.violations:
+            code = self.violations[0].code
+        elif not self.build_ran:
+            code = "build-refused"
+        elif not self.tree.ok:
+            code = self.tree.code
+        elif self.build_exit != 0:
+            code = "build-failed"
+        return code
+
+
+def _watch_error(absolute: Path, exc: OSError) -> InputError:
+    """A watch that cannot be added before the build: the limit (named, with the fix) or why."""
+    if exc.errno == errno.ENOSPC:
+        return InputError(
+            f"cannot watch {absolute}: inotify watch limit reached",
+            hint="raise fs.inotify.max_user_watches",
+            code="inotify-limit",
+        )
+    return InputError(f"cannot watch {absolute}: {exc.strerror}", code="watch-failed")
 
 
 def _now() -> str:
@@ -165,12 +224,7 @@ class _Watcher:
                 if scan:  # during the build: what happens in there can no longer be proven
                     self._record(directory, "unwatched", f"cannot watch: {exc.strerror}")
                     continue
-                if exc.errno == errno.ENOSPC:
-                    raise InputError(
-                        f"cannot watch {absolute}: inotify watch limit reached",
-                        hint="raise fs.inotify.max_user_watches",
-                    ) from None
-                raise InputError(f"cannot watch {absolute}: {exc.strerror}") from None
+                raise _watch_error(absolute, exc) from None
             self.paths[wd] = directory
             if directory == "":
                 self.root_wd = wd
@@ -193,12 +247,7 @@ class _Watcher:
         try:
             return int(self.inotify.add_watch(absolute, mask))
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise InputError(
-                    f"cannot watch {absolute}: inotify watch limit reached",
-                    hint="raise fs.inotify.max_user_watches",
-                ) from None
-            raise InputError(f"cannot watch {absolute}: {exc.strerror}") from None
+            raise _watch_error(absolute, exc) from None
 
     def watch_files(self) -> None:
         """An inode watch on every tracked regular file, so writes through any link are seen."""
@@ -346,17 +395,8 @@ class _Watcher:
 
 def _work_tree(repo: Path, commit: str) -> tuple[Path, str, str]:
     """The top of the work tree, the commit id and its tree id, or a usage error."""
-    if not repo.is_dir():
-        raise InputError(f"--repo {repo}: no such directory")
-    try:
-        git(repo, "rev-parse", "--git-dir")
-    except InputError:
-        raise InputError(f"{repo}: not a git repository") from None
-    root = work_tree(repo)
-    try:
-        oid = git(root, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}").decode().strip()
-    except InputError:
-        raise InputError(f"{commit!r} does not resolve to a commit in {root}") from None
+    root = open_repository(repo)
+    oid = resolve_commit(root, commit)
     tree = git(root, "rev-parse", f"{oid}^{{tree}}").decode().strip()
     return root, oid, tree
 
@@ -383,7 +423,7 @@ def watch_build(
     more than one hard link is refused before the build: it is not run, the report says why.
     """
     if not command:
-        raise InputError("no build command given (sealgate watch ... -- BUILD COMMAND)")
+        raise InputError("no build command given", code="no-build-command", field="build")
     root, oid, expected_tree = _work_tree(repo, commit)
     watcher = _Watcher(root, tracked_paths(root, oid, submodules=submodules == "prove"), outputs)
     returncode = 0
@@ -430,9 +470,15 @@ def _run_build(repo: Path, command: Sequence[str], stdout: IO[Any] | int | None)
     try:
         build = subprocess.Popen(list(command), cwd=repo, stdout=stdout)  # noqa: S603 - the user's build
     except FileNotFoundError:
-        raise InputError(f"build command not found: {command[0]}") from None
+        raise InputError(
+            f"build command not found: {command[0]}", code="build-command-not-found", field="build"
+        ) from None
     except PermissionError:
-        raise InputError(f"build command not executable: {command[0]}") from None
+        raise InputError(
+            f"build command not executable: {command[0]}",
+            code="build-command-not-executable",
+            field="build",
+        ) from None
     try:
         return build.wait()
     finally:

@@ -267,8 +267,12 @@ def test_verdicts_match_git_log_on_a_valid_ssh_history(
     _, report = _check(repo, "--no-cache")
     commits = report["commits"]
     assert isinstance(commits, list)
-    assert {c["id"]: c["verified"] for c in commits} == git_says
+    assert {c["oid"]: c["verified"] for c in commits} == git_says
     assert list(git_says.values()).count(True) == 6
+    codes = {c["subject"]: c["code"] for c in commits}
+    assert (codes["unsigned"], codes["unknown signer"]) == ("unsigned", "unknown-key")
+    assert {c["code"] for c in commits if c["verified"]} == {None}
+    assert set(commits[0]) == {"verified", "reason", "code", "oid", "author", "subject", "signer"}
 
 
 def test_cache_reuses_verdicts_and_no_cache_bypasses(
@@ -277,9 +281,9 @@ def test_cache_reuses_verdicts_and_no_cache_bypasses(
     repo.write("f", "1\n")
     repo.commit_ssh(people["bob"], "bob")
     first = _check(repo)
-    cache = repo.path / ".git" / "sealgate" / "commit-verdicts-v2.json"
+    cache = repo.path / ".git" / "sealgate" / "commit-verdicts-v3.json"
     entries = json.loads(cache.read_text())
-    assert len(entries) == 1 and all(e["ok"] for e in entries.values())
+    assert len(entries) == 1 and all(e["verified"] for e in entries.values())
     assert first[0] == 0
     # a marked cache entry shows that the cache is read, and --no-cache that it is bypassed
     key = next(iter(entries))
@@ -288,19 +292,33 @@ def test_cache_reuses_verdicts_and_no_cache_bypasses(
     assert _reasons(_check(repo)[1])["bob"] == "from the cache"
     code, report = _check(repo, "--no-cache")
     assert code == 0 and _reasons(report)["bob"] is None
+    # a failed verdict keeps its reason code through the cache
+    repo.write("f", "2\n")
+    repo.commit_ssh(None, "unsigned")
+    for _ in range(2):
+        code, report = _check(repo)
+        listed = report["commits"]
+        assert code == 1 and isinstance(listed, list)
+        assert [c["code"] for c in listed] == [None, "unsigned"]
+    assert "unsigned" in {e["code"] for e in json.loads(cache.read_text()).values()}
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "code", "message"),
     [
-        (["--range", "nope..HEAD"], "'nope' does not resolve to a commit"),
-        (["--range", "base"], "use BASE..HEAD"),
+        (["--range", "nope..HEAD"], "range-unresolved", "'nope' does not resolve to a commit"),
+        (["--range", "base"], "bad-range", "use BASE..HEAD"),
+        (["--range", "base..nope"], "range-unresolved", "'nope' does not resolve to a commit"),
+        (["--range", "base.. HEAD"], "bad-range", "use BASE..HEAD"),
+        (["--policy-rev", "nope", "--range", "base..HEAD"], "commit-unresolved", "'nope'"),
     ],
 )
-def test_bad_ranges(repo: Repo, args: list[str], message: str) -> None:
-    result = sealgate("commits", "--repo", repo.path, *args)
+def test_bad_ranges(repo: Repo, args: list[str], code: str, message: str) -> None:
+    result = sealgate("commits", "--repo", repo.path, *args, "--json")
     assert result.returncode == 2
     assert message in result.stderr
+    assert f"[{code}]" in result.stderr
+    assert json.loads(result.stdout)["error"]["code"] == code
 
 
 def test_policy_errors_name_file_and_line(tmp_path: Path, people: dict[str, SshUser]) -> None:

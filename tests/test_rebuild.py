@@ -127,6 +127,7 @@ def test_wheel_built_with_source_date_epoch_is_reproduced(wheel_project: tuple[P
     [artifact] = report["artifacts"]
     assert artifact["path"] == "dist/demo_pkg-1.0.0-py3-none-any.whl"
     assert artifact["status"] == "reproduced"
+    assert artifact["code"] is None and report["code"] is None
     assert artifact["expected_sha256"] == artifact["rebuilt_sha256"]
 
 
@@ -171,6 +172,7 @@ def test_time_stamped_zip_is_not_reproducible_and_the_member_is_named(tmp_path: 
     assert report["reproduced"] is False
     [artifact] = report["artifacts"]
     assert artifact["status"] == "differs"
+    assert artifact["code"] == report["code"] == "rebuild-mismatch"
     assert artifact["rebuilt_sha256"] not in (None, artifact["expected_sha256"])
     [line] = artifact["differences"]
     assert line.startswith("differs app/stamp.txt: size 20 -> 20, sha256 ")
@@ -244,6 +246,7 @@ def test_artifact_missing_from_the_rebuild(tmp_path: Path) -> None:
     assert result.returncode == 1
     [artifact] = json.loads(result.stdout)["artifacts"]
     assert artifact["status"] == "missing" and artifact["rebuilt_sha256"] is None
+    assert artifact["code"] == "rebuild-missing"
     assert artifact["differences"] == ["missing in the rebuild"]
 
 
@@ -258,6 +261,10 @@ def test_failed_build_exits_1_and_shows_the_log_tail(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "the rebuild failed with exit 5" in result.stdout
     assert "compiler-exploded" in result.stderr
+    report = rebuild(repo, "HEAD", "exit 5", ["a.bin"], diffoscope=False)
+    assert (report.reproduced, report.code) == (False, "rebuild-failed")
+    report = rebuild(repo, "HEAD", "sleep 30", ["a.bin"], diffoscope=False, timeout=0.2)
+    assert (report.reproduced, report.code) == (False, "rebuild-timeout")
 
 
 # --- bad input: exit 2, naming what is wrong -------------------------------------------------
@@ -271,7 +278,8 @@ def test_not_a_repository(tmp_path: Path) -> None:
         env={**os.environ, "GIT_CEILING_DIRECTORIES": str(tmp_path)},
     )  # fmt: skip
     assert result.returncode == 2
-    assert f"--repo {plain}: not a git repository" in result.stderr
+    assert "[not-a-repository]" in result.stderr
+    assert f"{plain}: not a git repository" in result.stderr
 
 
 def test_commit_that_does_not_resolve(tmp_path: Path) -> None:
@@ -282,7 +290,8 @@ def test_commit_that_does_not_resolve(tmp_path: Path) -> None:
         "--command", "true", "--artifacts", "README",
     )  # fmt: skip
     assert result.returncode == 2
-    assert "--commit 0123456789abcdef0123456789abcdef01234567: does not resolve" in result.stderr
+    assert "[commit-unresolved]" in result.stderr
+    assert "'0123456789abcdef0123456789abcdef01234567' does not resolve" in result.stderr
     assert "shallow" not in result.stderr
 
 
@@ -298,7 +307,8 @@ def test_commit_missing_from_a_shallow_clone_says_so(tmp_path: Path) -> None:
         "--artifacts", "README",
     )  # fmt: skip
     assert result.returncode == 2
-    assert f"--commit {first}: does not resolve" in result.stderr
+    assert "[shallow-clone]" in result.stderr
+    assert f"{first!r} does not resolve" in result.stderr
     assert "shallow clone" in result.stderr and "--unshallow" in result.stderr
 
 
@@ -310,7 +320,8 @@ def test_build_command_not_found(tmp_path: Path) -> None:
         "--artifacts", "README",
     )  # fmt: skip
     assert result.returncode == 2
-    assert "build command not found" in result.stderr
+    assert "[build-command-not-found]" in result.stderr
+    assert "not found" in result.stderr
     assert "no-such-build-tool" in result.stderr
 
 
@@ -329,10 +340,12 @@ def test_artifact_glob_matching_nothing_is_named(tmp_path: Path) -> None:
 def test_pass_env_must_be_set_and_cannot_override_the_normalised_names(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     make_project(repo, {"README": "x\n"})
-    with pytest.raises(InputError, match="--pass-env TZ: set by the rebuild itself"):
+    with pytest.raises(InputError, match="TZ to pass: set by the rebuild itself") as caught:
         rebuild(repo, "HEAD", "true", ["README"], ["TZ"])
-    with pytest.raises(InputError, match="--pass-env SEALGATE_UNSET_X: not set"):
+    assert (caught.value.code, caught.value.field) == ("bad-pass-env", "pass_env")
+    with pytest.raises(InputError, match="SEALGATE_UNSET_X to pass: not set") as caught:
         rebuild(repo, "HEAD", "true", ["README"], ["SEALGATE_UNSET_X"], environ={})
+    assert caught.value.code == "pass-env-unset"
 
 
 # --- the explanations ------------------------------------------------------------------------

@@ -51,11 +51,14 @@ def test_clean_checkout_matches_and_recomputes_git_tree_id(
     assert code == 0, report
     assert report["actual_tree"] == report["expected_tree"] == repo.git("rev-parse", "HEAD^{tree}")
     assert report["differences"] == []
+    assert report["code"] is None
     # An ignored file present before the build is part of what the build reads: reported,
     # unless declared.
     (repo.path / "src" / "main.o").write_bytes(b"ignored object file")
     code, report = _tree(repo)
     assert code == 1 and _kinds(report) == {"src/main.o": "added"}
+    assert report["code"] == "tree-mismatch"
+    assert [d["code"] for d in report["differences"]] == ["tree-added"]  # type: ignore[attr-defined]
     assert "ignored by .gitignore, present before the build" in str(report["differences"])
     assert _tree(repo, "--allow-untracked", "*.o")[0] == 0
 

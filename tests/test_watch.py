@@ -94,6 +94,8 @@ def test_sunspot_swap_and_restore_is_caught_by_the_watch(repo: Path, tmp_path: P
     assert code == 1
     assert _tree_ok(report), report["tree"]
     assert "src/main.c" in _touched(report)
+    assert report["code"] == "tampered"
+    assert {v["code"] for v in report["violations"]} == {"tampered"}  # type: ignore[attr-defined]
     assert main.read_text() == MAIN_C and main.stat().st_mtime_ns == before
     assert "backdoor" in (repo / "build" / "main.o").read_text()
 

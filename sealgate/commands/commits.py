@@ -12,7 +12,8 @@ from pathlib import Path
 
 from integrity.commits import CommitChecker, Repository, Verdict, load_cache, save_cache
 from integrity.errors import InputError
-from integrity.policy import Policy, load_policy_file
+from integrity.repository import parse_range
+from sealgate.options import policy_file
 from sealgate.output import emit_json
 
 
@@ -41,22 +42,21 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run)
 
 
-def policy_file(path: Path) -> Policy:
-    """`--policy FILE` and its key files (regular, capped, the key files inside its folder)."""
-    return load_policy_file(path, what="--policy")
-
-
 def run(args: argparse.Namespace) -> int:
     if not args.range and not args.tag:
         raise InputError("--range BASE..HEAD is required (or --tag, or $SEALGATE_RANGE)")
     repo = Repository(args.repo)
     try:
-        base, head = _split_range(args.range) if args.range else (None, None)
+        base, head = parse_range(args.range) if args.range else (None, None)
         policy_rev = args.policy_rev or base
         if args.policy:
             policy = policy_file(args.policy)
         elif policy_rev:
-            policy = repo.policy_at(repo.resolve(policy_rev))
+            if args.policy_rev:
+                at = repo.resolve(policy_rev, field="policy_rev", code="commit-unresolved")
+            else:
+                at = repo.resolve(policy_rev)
+            policy = repo.policy_at(at)
         else:
             raise InputError("--tag without --range needs --policy or --policy-rev")
         checker = CommitChecker(repo, policy, fixed_policy=args.policy is not None)
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             save_cache(repo, cache)
     finally:
         repo.reader.close()
-    failed = [v for v in verdicts if not v.ok]
+    failed = [v for v in verdicts if not v.verified]
     if args.json:
         emit_json(
             {
@@ -79,17 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 "policy": policy.source,
                 "checked": len(verdicts),
                 "failed": len(failed),
-                "commits": [
-                    {
-                        "id": v.oid,
-                        "author": v.author,
-                        "subject": v.subject,
-                        "verified": v.ok,
-                        "signer": v.signer,
-                        "reason": v.reason,
-                    }
-                    for v in verdicts
-                ],
+                "commits": [v.as_json() for v in verdicts],
             }
         )
     else:
@@ -97,10 +87,3 @@ def run(args: argparse.Namespace) -> int:
             print(verdict.line())
         print(f"{len(verdicts) - len(failed)} verified, {len(failed)} failed ({policy.source})")
     return 1 if failed else 0
-
-
-def _split_range(text: str) -> tuple[str, str]:
-    base, sep, head = text.partition("..")
-    if not sep or not base or not head or head.startswith("."):
-        raise InputError(f"--range {text!r}: use BASE..HEAD")
-    return base, head

@@ -42,7 +42,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="prove (default): each submodule's files against the commit its gitlink records, "
         "read from the submodule's own object store; refuse: any submodule fails the proof",
     )
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print a JSON report")
     add_attest_options(parser)
     add_subject_option(parser, "required with --attest")
     parser.set_defaults(handler=run)
@@ -60,10 +60,9 @@ def run(args: argparse.Namespace) -> int:
                 "expected_tree": report.expected_tree,
                 "actual_tree": report.actual_tree,
                 "verified": report.ok,
+                "code": report.code,
                 "files": report.files,
-                "differences": [
-                    {"path": d.path, "kind": d.kind, "detail": d.detail} for d in report.differences
-                ],
+                "differences": [d.as_json() for d in report.differences],
             }
         )
     else:

@@ -79,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        raise InputError("no build command given (sealgate watch ... -- BUILD COMMAND)")
+        raise InputError(
+            "no build command given (sealgate watch ... -- BUILD COMMAND)",
+            code="no-build-command",
+            field="build",
+        )
     sys.stdout.flush()
     report = watch_build(
         args.repo,
@@ -98,20 +102,16 @@ def run(args: argparse.Namespace) -> int:
                 "build_ran": report.build_ran,
                 "ok": report.ok,
                 "tampered": report.tampered,
+                "code": report.code,
                 "outputs": list(args.outputs),
-                "violations": [
-                    {"path": v.path, "kind": v.kind, "time": v.time, "detail": v.detail}
-                    for v in report.violations
-                ],
+                "violations": [v.as_json() for v in report.violations],
                 "tree": {
                     "commit": tree.commit,
                     "expected_tree": tree.expected_tree,
                     "actual_tree": tree.actual_tree,
                     "ok": tree.ok,
-                    "differences": [
-                        {"path": d.path, "kind": d.kind, "detail": d.detail}
-                        for d in tree.differences
-                    ],
+                    "code": tree.code,
+                    "differences": [d.as_json() for d in tree.differences],
                 },
             }
         )

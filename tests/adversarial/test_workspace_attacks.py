@@ -171,7 +171,11 @@ def test_submodules_refuse(tmp_path: Path) -> None:
     repo = _with_submodule(tmp_path)
     code, out = _tree(repo, "--submodules", "refuse")
     assert code == 1
-    assert "submodule sub: not proven (--submodules refuse)" in out
+    assert "submodule sub: not proven (submodules are refused)" in out
+    report = json.loads(sealgate("tree", "--repo", repo.path, "--submodules", "refuse",
+                                 "--json").stdout)  # fmt: skip
+    assert report["code"] == "tree-mismatch"
+    assert [d["code"] for d in report["differences"]] == ["tree-submodule"]
     bad = sealgate("tree", "--repo", repo.path, "--submodules", "trust")
     assert bad.returncode == 2 and "invalid choice: 'trust'" in bad.stderr
 
@@ -413,6 +417,12 @@ def test_tracked_file_with_a_hard_link_refuses_the_build(tmp_path: Path) -> None
         and "(has 2 hard links; a write through another link would not be seen)" in out
     )
     assert "build NOT RUN" in out and not marker.exists()
+    result = sealgate("watch", "--repo", repo.path, "--json", "--", "sh",
+                      _script(tmp_path, f"touch {marker}\n"))  # fmt: skip
+    report = json.loads(result.stdout)
+    assert (result.returncode, report["code"]) == (1, "hard-link")
+    assert [v["code"] for v in report["violations"]] == ["hard-link"]
+    assert not marker.exists()
 
 
 def test_write_through_a_hard_link_made_during_the_build(tmp_path: Path) -> None:
@@ -543,3 +553,4 @@ def test_core_worktree_cannot_aim_the_proof_at_a_clean_copy(tmp_path: Path) -> N
         assert "but its .git is not there (core.worktree or a .git file moves it)" in (
             result.stderr
         )
+        assert "[worktree-redirected]" in result.stderr
