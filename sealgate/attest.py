@@ -55,7 +55,11 @@ def attest_key(args: argparse.Namespace) -> str | None:
     if args.attest is None:
         return None
     if not args.attest_key:
-        raise SealgateError(f"--attest needs --attest-key URI (or ${ATTEST_KEY_ENV})")
+        raise SealgateError(
+            f"--attest needs --attest-key URI (or ${ATTEST_KEY_ENV})",
+            code="missing-option",
+            field="attest_key",
+        )
     return str(args.attest_key)
 
 
@@ -103,6 +107,8 @@ def attest_result(
         raise SealgateError(
             "--attest: no subject to attest to",
             hint="name the files with --attest-subject GLOB",
+            code="missing-option",
+            field="attest_subject",
         )
     statement = vsa_statement(
         check=check,

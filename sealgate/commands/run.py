@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from sealgate.options import add_tsa_options, add_verify_options
 from sealgate.pipeline import Pipeline, human_lines, resolve_config, write_outputs
 
 _S = argparse.SUPPRESS
@@ -69,26 +70,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="signer certificate (default: the one stored with the key)",
     )
     add("--chain", action="append", metavar="PEM", help="intermediate certificates (repeatable)")
-    add(
-        "--tsa",
-        "--tsa-url",
-        dest="tsa_urls",
-        action="append",
-        metavar="URL",
-        help="RFC 3161 timestamp authority (repeatable, tried in order)",
-    )
-    add("--tsa-roots", type=Path, metavar="PEM", help="trust anchors for the TSA certificates")
-    add(
-        "--tsa-certs",
-        type=Path,
-        metavar="PEM",
-        help="TSA certificates and intermediates for tokens that carry none (untrusted)",
-    )
-    add("--tsa-timeout", type=float, help="seconds per TSA request (default 10)")
-    add("--tsa-retries", type=int, help="retries per TSA (default 2)")
-    add("--tsa-concurrency", type=int, help="TSA requests in flight (default 8)")
-    add("--trust-roots", type=Path, metavar="PEM", help="trust anchors for the verify stage")
-    add("--identity", action="append", help="allowed signer identity for the verify stage")
     add("--attest-key", metavar="URI", help="key that signs the VSA (default: --key)")
     add(
         "--attestation",
@@ -125,6 +106,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         const=False,
         help="skip the attestation ($SEALGATE_ATTEST=false)",
     )
+    add_tsa_options(parser)
+    add_verify_options(parser, with_tsa_trust=False)
     parser.set_defaults(handler=run)
 
 

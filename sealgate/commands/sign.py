@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from sealgate.errors import SealgateError
-from sealgate.options import add_tsa_options, tsa_settings
+from sealgate.options import TSA_OPTIONS, add_tsa_options, resolve, tsa_settings
 from sealgate.output import byte_progress, emit_json
 from signer.algorithms import HASH_NAMES
 from signer.certificates import load_certificate, load_certificates
@@ -61,13 +61,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--json", action="store_true", help="print a JSON report of what was signed"
     )
     add_tsa_options(parser)
-    parser.add_argument("artifacts", nargs="+", type=Path, metavar="ARTIFACT")
+    parser.add_argument("artifacts", nargs="+", type=Path, metavar="ARTIFACT", help="files to sign")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.key:
-        raise SealgateError(f"--key is required (or set {KEY_ENV})")
+        raise SealgateError(
+            f"--key is required (or set {KEY_ENV})", code="missing-option", field="key"
+        )
     options = SignOptions(
         cert=load_certificate(args.cert) if args.cert else None,
         chain=[c for path in args.chain for c in load_certificates(path)],
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         rsa_digest=args.digest,
         rsa_padding=args.rsa_padding,
         cert_source=str(args.cert) if args.cert else "--cert",
-        tsa=tsa_settings(args),
+        tsa=tsa_settings(resolve(args, TSA_OPTIONS)),
     )
     total = sum(p.stat().st_size for p in args.artifacts if p.is_file())
     with open_key(args.key) as key, byte_progress("hashing", total) as progress:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sealgate.options import add_tsa_options, tsa_settings
+from sealgate.options import TSA_OPTIONS, add_tsa_options, resolve, tsa_settings
 from sealgate.output import emit_json
 from signer.sign import timestamp_signatures
 
@@ -18,13 +18,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "imprint, TSA chain) before it is added, and all files are rewritten together.",
     )
     add_tsa_options(parser, required=True)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("signatures", nargs="+", type=Path, metavar="ARTIFACT.p7s")
+    parser.add_argument("--json", action="store_true", help="print a JSON report")
+    parser.add_argument(
+        "signatures", nargs="+", type=Path, metavar="ARTIFACT.p7s", help="signatures to stamp"
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = tsa_settings(args, required=True)
+    settings = tsa_settings(resolve(args, TSA_OPTIONS), required=True)
     assert settings is not None  # noqa: S101 - required=True never returns None
     stamped = timestamp_signatures(args.signatures, settings)
     if args.json:

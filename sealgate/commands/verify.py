@@ -8,21 +8,15 @@ device, an oversized file).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sealgate.errors import SealgateError
-from sealgate.options import add_tsa_certs_option, tsa_certs
+from sealgate.options import VERIFY_OPTIONS, add_verify_options, resolve, verify_policy
 from sealgate.output import emit_json
-from signer.chain import load_trust_roots
 from signer.verify import (
-    Level,
     Verdict,
     VerifyPolicy,
-    load_crl,
-    parse_identities,
     verify_artifact,
 )
 
@@ -36,74 +30,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "made). Exit 1 when any artifact fails, 2 when a signature, certificate or CRL file "
         "is unusable (not a regular file, too large) or an option is malformed.",
     )
-    parser.add_argument(
-        "--trust-roots",
-        type=Path,
-        default=os.environ.get("SEALGATE_TRUST_ROOTS"),
-        help="trust anchors (PEM) for signer certificates (or $SEALGATE_TRUST_ROOTS)",
-    )
-    parser.add_argument(
-        "--tsa-roots",
-        type=Path,
-        default=os.environ.get("SEALGATE_TSA_ROOTS"),
-        help="trust anchors (PEM) for timestamp authorities",
-    )
-    add_tsa_certs_option(parser)
-    parser.add_argument(
-        "--require-timestamp", action="store_true", help="refuse signatures without a trusted token"
-    )
-    parser.add_argument(
-        "--identity",
-        action="append",
-        default=[],
-        metavar="[subject:|email:|dns:|uri:]VALUE",
-        help="allowed signer: subject:CN=..,O=.. (a bare value is a subject DN), email:ADDR, "
-        "dns:NAME or uri:URI, each matched only against names of its own kind; repeatable",
-    )
-    parser.add_argument("--at", help="judge validity at this ISO 8601 time instead of now")
-    parser.add_argument(
-        "--crl", type=Path, action="append", default=[], help="CRL file (PEM or DER); repeatable"
-    )
-    parser.add_argument(
-        "--level",
-        choices=[level.value for level in Level],
-        default=Level.STRICT.value,
-        help="strict (default): enforce everything; audit: expiry, timestamp and revocation "
-        "problems are warnings",
-    )
+    add_verify_options(parser)
     parser.add_argument(
         "--signature-dir", type=Path, help="look for ARTIFACT.p7s here instead of beside it"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON report")
-    parser.add_argument("artifacts", nargs="+", type=Path, metavar="ARTIFACT")
+    parser.add_argument(
+        "artifacts", nargs="+", type=Path, metavar="ARTIFACT", help="files to verify"
+    )
     parser.set_defaults(handler=run)
 
 
-def parse_time(text: str) -> dt.datetime:
-    try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise SealgateError(
-            f"{text!r}: not an ISO 8601 time", code="bad-time", field="at"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
 def policy_from(args: argparse.Namespace) -> VerifyPolicy:
-    if args.trust_roots is None:
-        raise SealgateError("--trust-roots is required (or set SEALGATE_TRUST_ROOTS)")
-    parse_identities(args.identity)  # a malformed --identity is a usage error (exit 2) now
-    return VerifyPolicy(
-        trust_roots=load_trust_roots(Path(args.trust_roots), "--trust-roots"),
-        tsa_roots=load_trust_roots(Path(args.tsa_roots), "--tsa-roots") if args.tsa_roots else (),
-        tsa_certs=tsa_certs(args),
-        identities=args.identity,
-        at=parse_time(args.at) if args.at else None,
-        require_timestamp=args.require_timestamp,
-        crls=[load_crl(path) for path in args.crl],
-        level=Level(args.level),
-        signature_dir=args.signature_dir,
-    )
+    return verify_policy(resolve(args, VERIFY_OPTIONS), signature_dir=args.signature_dir)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,11 +10,11 @@ the pipeline; a failure before `sign` leaves no signature behind. Parts: `config
 
 from __future__ import annotations
 
+from sealgate.options import Setting
 from sealgate.pipeline.base import NO_TRUSTED_BASE, default_range
 from sealgate.pipeline.config import (
     SETTINGS,
     RunConfig,
-    Setting,
     _read_config_file,
     repo_root,
     resolve_config,

@@ -39,13 +39,16 @@ def default_range(
     try:
         head = git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}").decode().strip()
     except IntegrityError:
-        raise SealgateError(f"{root}: HEAD does not resolve to a commit") from None
+        raise SealgateError(
+            f"{root}: HEAD does not resolve to a commit", code="commit-unresolved"
+        ) from None
     try:
         parent = git(root, "rev-parse", "--verify", "--quiet", "HEAD^").decode().strip()
     except IntegrityError:
         raise SealgateError(
             "HEAD is the root commit: no trusted base to verify it against",
             hint="give --range BASE..HEAD, or --no-commits",
+            code="no-trusted-base",
         ) from None
     if policy is not None:
         repo = Repository(root)
@@ -62,14 +65,18 @@ def default_range(
             raise SealgateError(
                 f"base branch {refs[0]} ({why}) is not in {root}",
                 hint="fetch it (actions/checkout: fetch-depth: 0), or give --range BASE..HEAD",
+                code="base-branch-missing",
+                field="base_branch",
             )
         try:
             merge_base = git(root, "merge-base", head, tip).decode().strip()
         except IntegrityError:
-            raise SealgateError(f"HEAD has no common history with {refs[0]} ({why})") from None
+            raise SealgateError(
+                f"HEAD has no common history with {refs[0]} ({why})", code="no-common-history"
+            ) from None
         if merge_base != head:
             return f"{merge_base}..HEAD", f"merge base with {refs[0]} ({why})"
-    raise SealgateError(NO_TRUSTED_BASE)
+    raise SealgateError(NO_TRUSTED_BASE, code="no-trusted-base")
 
 
 def _commit_of(root: Path, ref: str) -> str | None:
@@ -117,5 +124,5 @@ def _github_default_branch(event: Path) -> str:
 def _split_range(text: str) -> tuple[str, str]:
     base, sep, head = text.partition("..")
     if not sep or not base or not head or head.startswith("."):
-        raise SealgateError(f"--range {text!r}: use BASE..HEAD")
+        raise SealgateError(f"range {text!r}: use BASE..HEAD", code="bad-range", field="range")
     return base, head

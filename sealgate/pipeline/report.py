@@ -32,6 +32,8 @@ class Stage:
     name: str
     status: str = SKIPPED
     summary: str = "not run"
+    #: the stable reason code of the failure (docs/reason-codes.md); None unless failed
+    code: str | None = None
     reasons: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     #: (path or None, message): what CI plugins turn into file annotations
@@ -41,6 +43,7 @@ class Stage:
         return {
             "name": self.name,
             "status": self.status,
+            "code": self.code,
             "summary": self.summary,
             "reasons": self.reasons,
             "annotations": [{"file": path, "message": text} for path, text in self.annotations],
@@ -68,6 +71,7 @@ class RunResult:
             "version": 1,
             "ok": self.exit_code == 0,
             "exit_code": self.exit_code,
+            "code": next((s.code for s in self.stages.values() if s.code), None),
             "repository": str(root),
             "commit": self.commit,
             "range": self.range,
@@ -115,7 +119,10 @@ def _redact_document(value: Any, secrets: Sequence[str]) -> Any:
 
 def human_lines(result: RunResult) -> list[str]:
     """One line per stage, then the verdict; URLs and secrets redacted."""
-    lines = [f"{s.name:<8} {s.status:<8} {s.summary}" for s in result.stages.values()]
+    lines = [
+        f"{s.name:<8} {s.status:<8} {f'[{s.code}] ' if s.code else ''}{s.summary}"
+        for s in result.stages.values()
+    ]
     for stage in result.stages.values():
         lines += [f"  {stage.name}: {reason}" for reason in stage.reasons[:20]]
     lines.append("sealgate run: " + ("OK" if result.exit_code == 0 else "FAILED"))

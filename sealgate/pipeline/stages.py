@@ -112,6 +112,7 @@ class Pipeline:
                 ok = step(stage)
             except (SignerError, IntegrityError, SealgateError) as exc:
                 stage.status = FAILED
+                stage.code = exc.code
                 stage.reasons.append(exc.diagnostics())
                 stage.summary = exc.diagnostics()
                 self.result.exit_code = exc.exit_code
@@ -120,6 +121,8 @@ class Pipeline:
                 continue
             stage.status = PASSED if ok else FAILED
             if not ok:
+                if not stage.code:  # each step sets its own first; this should not be seen
+                    stage.code = "verification-failed"
                 self.result.exit_code = 1
                 break
         if self.result.exit_code:
@@ -150,6 +153,7 @@ class Pipeline:
         finally:
             repo.reader.close()
         failed = [v for v in verdicts if not v.verified]
+        stage.code = next((v.code for v in failed if v.code), None)
         stage.reasons = [v.line() for v in failed]
         stage.annotations = [
             (None, f"commit {v.oid[:12]} {v.subject!r}: {v.reason}") for v in failed
@@ -162,7 +166,7 @@ class Pipeline:
             "failed": len(failed),
             "commits": [
                 {"id": v.oid, "subject": v.subject, "verified": v.verified, "signer": v.signer,
-                 "reason": v.reason}
+                 "reason": v.reason, "code": v.code}
                 for v in verdicts
             ],
         }  # fmt: skip
@@ -189,7 +193,9 @@ class Pipeline:
             "expected_tree": report.expected_tree,
             "actual_tree": report.actual_tree,
             "files": report.files,
+            "differences": [d.as_json() for d in report.differences],
         }
+        stage.code = report.code
         verdict = "matches" if report.ok else "DIFFERS from"
         stage.summary = (
             f"work tree {verdict} commit {report.commit[:12]} "
@@ -227,7 +233,12 @@ class Pipeline:
             "build_exit": report.build_exit,
             "violations": len(report.violations),
             "tree_ok": report.tree.ok,
+            "findings": [v.as_json() for v in report.violations],
+            "differences": [d.as_json() for d in report.tree.differences],
         }
+        stage.code = report.code
+        if stage.code is None and report.build_exit != 0:
+            stage.code = "build-failed"
         build = "build succeeded" if report.build_exit == 0 else "build FAILED"
         stage.summary = (
             f"{build} ({shlex.quote(self.config['build_command'])}); "
@@ -256,6 +267,7 @@ class Pipeline:
             verify_artifact(s.artifact, prepared.verify_policy) for s in self.result.signed
         ]
         failed = [v for v in self.result.verdicts if not v.verified]
+        stage.code = next((v.code for v in failed if v.code), None)
         stage.reasons = [f"{v.artifact}: {v.reason}" for v in failed]
         stage.annotations = [(str(v.artifact), str(v.reason)) for v in failed]
         stage.summary = f"{len(self.result.verdicts) - len(failed)} verified, {len(failed)} failed"
