@@ -23,12 +23,18 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     inspect = sub.add_parser(
         "inspect", help="public key, algorithm, fingerprint, stored certificate"
     )
-    inspect.add_argument("uri", metavar="URI")
-    inspect.add_argument("--json", action="store_true")
+    inspect.add_argument(
+        "uri", metavar="URI", help="key URI: pkcs11:..., hashivault://..., awskms://..."
+    )
+    inspect.add_argument(
+        "--json", action="store_true", help="print the key and certificate as JSON"
+    )
     inspect.set_defaults(handler=run_inspect)
 
     csr = sub.add_parser("csr", help="a PKCS#10 request signed by the key, for your CA")
-    csr.add_argument("uri", metavar="URI")
+    csr.add_argument(
+        "uri", metavar="URI", help="the key that signs the request (and will sign code)"
+    )
     csr.add_argument(
         "--subject", required=True, help='RFC 4514 name, e.g. "CN=Release signing,O=Example"'
     )
@@ -38,7 +44,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     csr.add_argument(
         "--dns", action="append", default=[], help="subjectAltName DNS name (repeatable)"
     )
-    csr.add_argument("--rsa-padding", choices=("pkcs1v15", "pss"), default="pkcs1v15")
+    csr.add_argument(
+        "--rsa-padding",
+        choices=("pkcs1v15", "pss"),
+        default="pkcs1v15",
+        help="RSA padding of the request's own signature (default: pkcs1v15); EC keys ignore it",
+    )
     csr.add_argument("--out", type=Path, help="write the PEM request here (default: stdout)")
     csr.set_defaults(handler=run_csr)
 
