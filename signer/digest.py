@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from signer.errors import ConfigError
-from signer.files import file_kind
+from signer.files import file_kind, path_error
 
 CHUNK = 1 << 20  # 1 MiB: large enough that per-read overhead vanishes, small enough for caches
 
@@ -34,22 +34,38 @@ def check_artifact(path: Path) -> int:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such artifact") from None
+        raise ConfigError(
+            f"{path}: no such artifact", code="artifact-missing", field="artifacts"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read artifact ({exc.strerror})") from None
+        raise path_error(path, exc, "read artifact", field="artifacts") from None
     if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{path}: is a directory, not an artifact (sign the files inside it)")
+        raise ConfigError(
+            f"{path}: is a directory, not an artifact (sign the files inside it)",
+            code="not-a-file",
+            field="artifacts",
+        )
     if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{path}: is {file_kind(info.st_mode)}, not a regular file")
+        raise ConfigError(
+            f"{path}: is {file_kind(info.st_mode)}, not a regular file",
+            code="not-a-file",
+            field="artifacts",
+        )
     if not os.access(path, os.R_OK):
-        raise ConfigError(f"{path}: cannot read artifact (permission denied)")
+        raise ConfigError(
+            f"{path}: cannot read artifact (Permission denied)",
+            code="path-error",
+            field="artifacts",
+        )
     return info.st_size
 
 
 def digest_file(
     path: Path, hash_name: str, progress: ProgressCallback | None = None
 ) -> ArtifactDigest:
-    """Hash a file in fixed-size chunks; `progress` is told how many bytes each chunk added."""
+    """Hash a file in fixed-size chunks; `progress` is told how many bytes each chunk added.
+
+    The one way signer hashes a file: artifacts, and anything else whose digest is signed."""
     check_artifact(path)
     hasher = hashlib.new(hash_name)
     buffer = bytearray(CHUNK)
@@ -60,7 +76,9 @@ def digest_file(
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise ConfigError(f"{path}: is not a regular file")
+            raise ConfigError(
+                f"{path}: is not a regular file", code="not-a-file", field="artifacts"
+            )
         with open(fd, "rb", buffering=0) as stream:
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(stream.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
@@ -70,5 +88,5 @@ def digest_file(
                 if progress is not None:
                     progress(n)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read artifact ({exc.strerror})") from None
+        raise path_error(path, exc, "read artifact", field="artifacts") from None
     return ArtifactDigest(path, hash_name, hasher.digest(), total)

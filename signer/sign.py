@@ -5,6 +5,7 @@ each signature, and lets the `.p7s` files appear only when all of them succeeded
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,11 +15,11 @@ from cryptography import x509
 
 from signer import cms, cmsverify
 from signer.algorithms import HASH_NAMES, HashName, RsaPadding, SignatureScheme, scheme_for
-from signer.atomic import write_all
+from signer.atomic import ensure_directory, write_all
 from signer.certificates import check_signer_certificate, fingerprint
 from signer.digest import ArtifactDigest, ProgressCallback, check_artifact, digest_file
 from signer.errors import BackendUnavailableError, ConfigError, VerificationError
-from signer.files import SIGNATURE_LIMIT, read_capped
+from signer.files import SIGNATURE_LIMIT, path_error, read_capped
 from signer.keys.base import RemoteKey
 from signer.timestamp import TimestampClient, TimestampToken, TsaSettings, token_attribute
 
@@ -76,7 +77,9 @@ def signature_path(artifact: Path, out_dir: Path | None) -> Path:
 def plan_outputs(artifacts: Sequence[Path], out_dir: Path | None) -> list[Path]:
     """Check every artifact and its output path before any work; two artifacts may not share one."""
     if not artifacts:
-        raise ConfigError("no artifacts to sign")
+        raise ConfigError("no artifacts to sign", code="nothing-to-sign", field="artifacts")
+    if out_dir is not None:
+        ensure_directory(out_dir, create=False, field="out_dir")
     outputs: dict[Path, Path] = {}
     for artifact in artifacts:
         check_artifact(artifact)
@@ -84,14 +87,58 @@ def plan_outputs(artifacts: Sequence[Path], out_dir: Path | None) -> list[Path]:
         if target in outputs:
             raise ConfigError(
                 f"{artifact}: its signature {target} would overwrite that of {outputs[target]}",
-                hint="sign artifacts with the same name into different --out-dir",
+                hint="sign artifacts with the same name into different output directories",
+                code="output-collision",
+                field="out_dir",
             )
-        if target.is_dir():
-            raise ConfigError(f"{artifact}: its signature path {target} is a directory")
+        check_output_path(target, artifact)
         outputs[target] = artifact
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out-dir {out_dir}: is not a directory")
     return [signature_path(a, out_dir) for a in artifacts]
+
+
+def _limit(directory: Path, name: str, default: int) -> int:
+    """A path limit of the file system `directory` is on (or would be on, once created)."""
+    for candidate in (directory, *directory.parents):
+        try:
+            return os.pathconf(candidate, name)
+        except (OSError, ValueError):
+            continue
+    return default
+
+
+def check_output_path(target: Path, artifact: Path) -> None:
+    """Refuse, before anything is signed, an output the file system cannot hold."""
+    name_bytes = len(os.fsencode(target.name))
+    name_max = _limit(target.parent, "PC_NAME_MAX", 255)
+    if name_bytes > name_max:
+        raise ConfigError(
+            f"{artifact}: its signature's file name is {name_bytes} bytes, more than the "
+            f"{name_max} the file system allows (File name too long)",
+            hint="shorten the artifact's name",
+            code="path-error",
+            field="artifacts",
+        )
+    path_bytes = len(os.fsencode(target))
+    path_max = _limit(target.parent, "PC_PATH_MAX", 4096)
+    if path_bytes >= path_max:
+        raise ConfigError(
+            f"{artifact}: its signature's path is {path_bytes} bytes, more than the "
+            f"{path_max - 1} the system allows (File name too long)",
+            code="path-error",
+            field="out_dir",
+        )
+    try:
+        info = target.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise path_error(target, exc, "use it as the signature's path", field="out_dir") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(
+            f"{artifact}: its signature path {target} is a directory",
+            code="path-error",
+            field="out_dir",
+        )
 
 
 def resolve_certificate(key: RemoteKey, options: SignOptions) -> tuple[x509.Certificate, str]:
@@ -263,6 +310,8 @@ def sign_artifacts(
     batch = sign_digests(
         key, [DigestToSign(str(d.path), d.hash_name, d.digest) for d in digests], options
     )
+    if options.out_dir is not None:
+        ensure_directory(options.out_dir, field="out_dir")
     write_all((target, item.cms_der) for target, item in zip(outputs, batch.items, strict=True))
 
     cert_fp = fingerprint(batch.certificate)

@@ -306,10 +306,13 @@ class TimestampClient:
                     self._failed.setdefault(url, problem)
                 problems.append((shown, problem))
         codes = {problem.code for _, problem in problems}
+        code = "tsa-failed"  # the TSAs failed in different ways; each line says how
+        if len(codes) == 1:
+            code = codes.pop()
         raise BackendUnavailableError(
             "no TSA issued a valid timestamp; nothing was written:\n"
             + "\n".join(f"  {shown}: {problem.reason}" for shown, problem in problems),
-            code=codes.pop() if len(codes) == 1 else "tsa-failed",
+            code=code,
             field="tsa_urls",
         )
 
