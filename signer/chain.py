@@ -142,11 +142,14 @@ def validate_path(
         raise VerificationError(reason, code=reason.code, field=field) from None
 
 
+_ROOT_FIELDS = {"the trust roots": "trust_roots", "the TSA roots": "tsa_roots"}
+
+
 def _roots_words(name: str, field: str | None) -> tuple[str, str | None]:
     """("the TSA roots", "tsa_roots") also for a caller that still passes a flag name:
     library messages speak of inputs in words, the CLI adds the flag."""
     if not name.startswith("--"):
-        return name, field
+        return name, field or _ROOT_FIELDS.get(name)
     dest = name[2:].replace("-", "_")
     words = {"trust_roots": "the trust roots", "tsa_roots": "the TSA roots"}
     return words.get(dest, "the " + dest.replace("_", " ")), field or dest

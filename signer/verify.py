@@ -11,6 +11,7 @@ import datetime as dt
 import enum
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from signer.cmsverify import (
 )
 from signer.digest import digest_file
 from signer.errors import ConfigError, SignerError, VerificationError
-from signer.files import CRL_LIMIT, SIGNATURE_LIMIT, read_capped
+from signer.files import CRL_LIMIT, SIGNATURE_LIMIT, file_kind, read_capped
 from signer.sign import SIGNATURE_SUFFIX
 from signer.timestamp import TimestampToken, verify_token
 
@@ -57,13 +58,18 @@ class VerifyPolicy:
 
 @dataclass
 class Verdict:
-    """What the gate concluded about one artifact."""
+    """What the gate concluded about one artifact; the same field names as a commit's verdict
+    (`verified`, `reason`, `code`, `warnings`), so reports and the audit log read both alike."""
 
     artifact: Path
     signature: Path
     verified: bool = False
     reason: str | None = None
+    #: The stable reason code of the failure (docs/reason-codes.md); None when verified.
+    code: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: One code per entry of `warnings`, in the same order.
+    warning_codes: list[str] = field(default_factory=list)
     signer: str | None = None
     certificate_fingerprint: str | None = None
     signing_time: dt.datetime | None = None
@@ -78,17 +84,13 @@ class Verdict:
             "signature": str(self.signature),
             "verified": self.verified,
             "reason": self.reason,
+            "code": self.code,
             "warnings": self.warnings,
+            "warning_codes": self.warning_codes,
             "signer": self.signer,
             "certificate_sha256": self.certificate_fingerprint,
             "signing_time": self.signing_time.isoformat() if self.signing_time else None,
-            "timestamp": None
-            if self.timestamp is None
-            else {
-                "gen_time": self.timestamp.gen_time.isoformat(),
-                "tsa": self.timestamp.tsa_subject,
-                "serial": format(self.timestamp.serial, "x"),
-            },
+            "timestamp": None if self.timestamp is None else self.timestamp.as_json(),
             "digest": self.digest,
         }
 
@@ -100,10 +102,14 @@ class _Judge:
         self.verdict = verdict
         self.level = level
 
-    def soft(self, problem: str) -> None:
+    def soft(self, problem: str, *, code: str) -> None:
         if self.level is Level.STRICT:
-            raise VerificationError(problem)
+            raise VerificationError(problem, code=code)
+        self.warn(problem, code=code)
+
+    def warn(self, problem: str, *, code: str) -> None:
         self.verdict.warnings.append(problem)
+        self.verdict.warning_codes.append(code)
 
 
 def signature_path_for(artifact: Path, signature_dir: Path | None) -> Path:
@@ -118,36 +124,103 @@ def verify_artifact(artifact: Path, policy: VerifyPolicy) -> Verdict:
     except SignerError as exc:  # VerificationError, or a ConfigError about this artifact
         verdict.verified = False
         verdict.reason = exc.message
+        verdict.code = exc.code
         verdict.exit_code = exc.exit_code
     return verdict
+
+
+def _check_artifact(artifact: Path) -> None:
+    """A regular file, or an input error (exit 2) that says what it is instead: the gate was
+    pointed at the wrong thing, which no signature can fix."""
+    try:
+        info = os.stat(artifact)
+    except FileNotFoundError:
+        dangling = os.path.islink(artifact)
+        raise ConfigError(
+            f"{artifact}: no such artifact"
+            + (" (a symbolic link to a missing file)" if dangling else ""),
+            code="artifact-missing",
+            field="artifacts",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{artifact}: cannot use the artifact path ({exc.strerror})",
+            code="path-error",
+            field="artifacts",
+        ) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(
+            f"{artifact}: is a directory, not a file (verify the files inside it)",
+            code="not-a-file",
+            field="artifacts",
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(
+            f"{artifact}: is {file_kind(info.st_mode)}, not a regular file",
+            code="not-a-file",
+            field="artifacts",
+        )
+
+
+def _signature_present(artifact: Path, signature: Path) -> None:
+    """A missing `.p7s` is a failure (exit 1, `unsigned`); a path that cannot exist is exit 2."""
+    try:
+        os.lstat(signature)
+    except FileNotFoundError:
+        raise VerificationError(
+            f"{artifact}: unsigned ({signature} missing)", code="unsigned"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"signature {signature}: cannot use the path ({exc.strerror})",
+            code="path-error",
+            field="signature_dir",
+        ) from None
+
+
+def _utc_text(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _time_source(token: TimestampToken | None, at: dt.datetime | None, now: dt.datetime) -> str:
+    """Which moment a time check used, in words: the token's, the given time, or now."""
+    if token is not None:
+        return f"the timestamp ({_utc_text(token.gen_time)})"
+    if at is not None:
+        return f"{_utc_text(at)} (the given time; no trusted timestamp)"
+    return f"now ({_utc_text(now)}; no trusted timestamp)"
 
 
 def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
     judge = _Judge(verdict, policy.level)
     where = str(verdict.signature)
-    if not verdict.artifact.exists():
-        raise VerificationError(f"{verdict.artifact}: artifact missing")
-    if not os.path.lexists(verdict.signature):
-        raise VerificationError(f"{verdict.artifact}: unsigned ({verdict.signature} missing)")
+    _check_artifact(verdict.artifact)
+    _signature_present(verdict.artifact, verdict.signature)
     der = read_capped(verdict.signature, what="signature", limit=SIGNATURE_LIMIT)
     if not der:
-        raise VerificationError(f"{where}: the signature file is empty")
+        raise VerificationError(f"{where}: the signature file is empty", code="malformed-signature")
     if der.lstrip().startswith(b"-----BEGIN"):
         raise VerificationError(
             f"{where}: DER expected, this is PEM (convert it with `openssl cms -cmsout "
-            "-inform PEM -outform DER`)"
+            "-inform PEM -outform DER`)",
+            code="signature-is-pem",
         )
 
     message = parse_signed_data(der, where)
     encap = message.signed_data["encap_content_info"]
     if encap["content_type"].native != "data" or message.econtent is not None:
-        raise VerificationError(f"{where}: not a detached signature over data")
+        raise VerificationError(
+            f"{where}: not a detached signature over data", code="unsupported-signature"
+        )
 
     cert = signer_certificate(message, where)
     verdict.signer = describe(cert)
     verdict.certificate_fingerprint = fingerprint(cert)
     if message.digest_name not in HASH_NAMES:  # refuse before hashing anything with it
-        raise VerificationError(f"{where}: digest algorithm {message.digest_name} is not accepted")
+        raise VerificationError(
+            f"{where}: digest algorithm {message.digest_name} is not accepted",
+            code="algorithm-not-accepted",
+        )
     artifact_digest = digest_file(verdict.artifact, message.digest_name)  # ConfigError: exit 2
     verdict.digest = f"{message.digest_name}:{artifact_digest.digest.hex()}"
     attrs = verify_signer_info(
@@ -159,22 +232,25 @@ def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
 
     verdict.timestamp = _trusted_timestamp(message, policy, judge, where)
     if verdict.timestamp is None and policy.require_timestamp:
-        judge.soft(f"{where}: no trusted RFC 3161 timestamp, and one is required")
+        judge.soft(
+            f"{where}: no trusted RFC 3161 timestamp, and one is required",
+            code="timestamp-required",
+        )
     now = policy.at or dt.datetime.now(dt.UTC)
     moment = verdict.timestamp.gen_time if verdict.timestamp else now
 
     try:
         check_validity(cert, moment, "signer certificate")
     except VerificationError as exc:
-        proof = "the timestamp" if verdict.timestamp else "now (no trusted timestamp)"
-        judge.soft(f"{where}: {exc.message}, judged at {proof}")
+        proof = _time_source(verdict.timestamp, policy.at, now)
+        judge.soft(f"{where}: {exc.message}, judged at {proof}", code=exc.code)
         # audit level: the rest of the path is still judged, inside the leaf's validity
         moment = min(max(moment, cert.not_valid_before_utc), cert.not_valid_after_utc)
     chain = validate_path(
         cert, message.certificates, policy.trust_roots, at=moment, purpose=CODE_SIGNING
     )
     _check_identity(cert, policy.identities, where)
-    _check_revocation(chain, policy.crls, verdict.timestamp, now, judge, where)
+    _check_revocation(chain, policy, verdict.timestamp, now, judge, where)
     verdict.verified = True
 
 
@@ -187,8 +263,9 @@ def _trusted_timestamp(
         return None
     if not policy.tsa_roots:
         # Not a problem by itself: without a trusted token, time is judged at "now".
-        judge.verdict.warnings.append(
-            f"{where}: carries a timestamp that is not used: no --tsa-roots were given"
+        judge.warn(
+            f"{where}: carries a timestamp that is not used: no TSA roots were given",
+            code="timestamp-unused",
         )
         return None
     good: list[TimestampToken] = []
@@ -207,7 +284,9 @@ def _trusted_timestamp(
         except VerificationError as exc:
             problems.append(exc.message)
     if not good:
-        judge.soft(f"{where}: timestamp not accepted: {'; '.join(problems)}")
+        judge.soft(
+            f"{where}: timestamp not accepted: {'; '.join(problems)}", code="timestamp-untrusted"
+        )
         return None
     return min(good, key=lambda token: token.gen_time)
 
@@ -268,10 +347,16 @@ def parse_identity(text: str) -> Identity:
     if value is None:
         if bare:
             raise ConfigError(
-                f"--identity {text!r}: not an RFC 4514 subject DN",
+                f"identity {text!r}: not an RFC 4514 subject DN",
                 hint="write subject:CN=...,O=..., email:ADDRESS, dns:NAME or uri:URI",
+                code="identity-malformed",
+                field="identity",
             )
-        raise ConfigError(f"--identity {text!r}: not a valid {kind} value")
+        raise ConfigError(
+            f"identity {text!r}: not a valid {kind} value",
+            code="identity-malformed",
+            field="identity",
+        )
     return Identity(kind, value, text)
 
 
@@ -304,39 +389,49 @@ def _check_identity(cert: x509.Certificate, identities: Sequence[str], where: st
     if not _identity_names(cert) & wanted:
         raise VerificationError(
             f"{where}: signer {describe(cert)!r} is not an allowed identity "
-            f"(allowed: {', '.join(identities)})"
+            f"(allowed: {', '.join(identities)})",
+            code="identity-mismatch",
         )
 
 
 def _check_revocation(
     chain: Sequence[x509.Certificate],
-    crls: Sequence[x509.CertificateRevocationList],
+    policy: VerifyPolicy,
     token: TimestampToken | None,
     now: dt.datetime,
     judge: _Judge,
     where: str,
 ) -> None:
-    """A revocation before the signing time fails; keyCompromise fails whatever the time."""
-    if not crls:
+    """A revocation before the signing time fails; keyCompromise fails whatever the time.
+
+    Without a trusted token the signing time is unknown: a revocation up to now (or the
+    given time) counts, and the message says which moment it was judged at.
+    """
+    if not policy.crls:
         return
     signing_moment = token.gen_time if token else now
+    judged = _time_source(token, policy.at, now)
     for index, cert in enumerate(chain[:-1]):
         issuer = chain[index + 1]
-        for crl in crls:
+        for crl in policy.crls:
             if crl.issuer != cert.issuer:
                 continue
             if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
                 judge.soft(
                     f"{where}: a CRL names {describe(issuer)!r} as issuer but its signature "
-                    "does not verify with that CA's key"
+                    "does not verify with that CA's key",
+                    code="crl-bad-signature",
                 )
                 continue
             next_update = crl.next_update_utc
             if next_update is not None and next_update < now:
                 # an old CRL may predate the revocation that matters: it proves nothing now
+                moment = "the given time" if policy.at else "now,"
                 judge.soft(
                     f"{where}: the CRL of {describe(issuer)!r} is out of date (nextUpdate "
-                    f"{next_update.isoformat()}, before {now.isoformat()}); fetch a current one"
+                    f"{_utc_text(next_update)}, before {moment} {_utc_text(now)}); "
+                    "fetch a current one",
+                    code="crl-stale",
                 )
             revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             if revoked is None:
@@ -347,13 +442,15 @@ def _check_revocation(
             if reason == x509.ReasonFlags.key_compromise:
                 judge.soft(
                     f"{where}: {role} {describe(cert)!r} was revoked for key compromise on "
-                    f"{when.isoformat()}; no signature by it is trusted"
+                    f"{_utc_text(when)}; no signature by it is trusted",
+                    code="key-compromised",
                 )
             elif when <= signing_moment:
+                before = f"the signing time {_utc_text(token.gen_time)}" if token else judged
                 judge.soft(
-                    f"{where}: {role} {describe(cert)!r} was revoked on {when.isoformat()}"
-                    f"{f' ({reason.value})' if reason else ''}, before the signing time "
-                    f"{signing_moment.isoformat()}"
+                    f"{where}: {role} {describe(cert)!r} was revoked on {_utc_text(when)}"
+                    f"{f' ({reason.value})' if reason else ''}, before {before}",
+                    code="revoked",
                 )
 
 
@@ -365,10 +462,12 @@ def _reason(revoked: x509.RevokedCertificate) -> x509.ReasonFlags | None:
 
 
 def load_crl(path: Path) -> x509.CertificateRevocationList:
-    data = read_capped(path, what="--crl", limit=CRL_LIMIT)
+    data = read_capped(path, what="CRL", limit=CRL_LIMIT)
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_crl(data)
         return x509.load_der_x509_crl(data)
     except ValueError:
-        raise ConfigError(f"--crl {path}: not a PEM or DER CRL") from None
+        raise ConfigError(
+            f"CRL {path}: not a PEM or DER CRL", code="malformed-crl", field="crl"
+        ) from None

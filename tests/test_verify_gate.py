@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import secrets
 import shutil
 import subprocess
@@ -583,6 +584,8 @@ class Tamper:
     name: str
     build: Callable[[Gate], None]
     reason: tuple[str, ...]
+    #: The stable reason code the --json report carries for it (docs/reason-codes.md).
+    code: str
 
 
 TAMPERS = [
@@ -590,164 +593,217 @@ TAMPERS = [
         "artifact byte flipped",
         artifact_byte_flipped,
         ("digest mismatch: the content's sha256 is not the signed one",),
+        "digest-mismatch",
     ),
     Tamper(
         "signature value flipped",
         signature_value_flipped,
         ("the signature does not verify with the key of", SUBJECT),
+        "bad-signature",
     ),
     Tamper(
         "messageDigest rewritten for a swapped artifact",
         message_digest_rewritten,
         ("the signature does not verify with the key of",),
+        "bad-signature",
     ),
     Tamper(
         "signingTime changed",
         signing_time_changed,
         ("the signature does not verify with the key of",),
+        "bad-signature",
     ),
     Tamper(
         "contentType attribute changed",
         content_type_attribute_changed,
         ("signed contentType is signed_data, expected data",),
+        "malformed-signature",
     ),
     Tamper(
         "signed attribute duplicated",
         signed_attribute_duplicated,
         ("signed attribute signing_time appears twice",),
+        "malformed-signature",
     ),
     Tamper(
         "certificate swapped, same subject, other key",
         certificate_swapped_same_subject,
         ("the signature does not verify with the key of", SUBJECT),
+        "bad-signature",
     ),
     Tamper(
         "signer certificate stripped",
         signer_certificate_stripped,
         ("the signer's certificate is not in the signature",),
+        "signer-certificate-missing",
     ),
     Tamper(
         "re-signed by another key under the same name",
         resigned_by_another_key_under_the_same_name,
         ("the signing certificate attribute names another certificate",),
+        "ess-binding-mismatch",
     ),
     Tamper(
         "untrusted root",
         untrusted_root,
         (
             "no chain from 'CN=Sealgate test signer ec256",
-            "has the name of a certificate among --trust-roots, but its signature does not verify",
+            "has the name of a certificate among the trust roots, but its signature does not verify",
         ),
+        "untrusted-chain",
     ),
     Tamper(
         "certificate without codeSigning",
         certificate_without_code_signing,
         ("lacks the codeSigning extended key usage",),
+        "no-codesigning",
     ),
     Tamper(
         "certificate without any EKU",
         certificate_without_any_eku,
         ("has no extendedKeyUsage; codeSigning is required",),
+        "no-codesigning",
     ),
     Tamper(
-        "wrong identity", wrong_identity, ("is not an allowed identity", "allowed: CN=Release Bot")
+        "wrong identity",
+        wrong_identity,
+        ("is not an allowed identity", "allowed: CN=Release Bot"),
+        "identity-mismatch",
     ),
     Tamper(
         "expired certificate, no token",
         expired_without_token,
-        ("had expired at", "judged at now (no trusted timestamp)"),
+        ("had expired at", "judged at ", "Z (the given time; no trusted timestamp)"),
+        "certificate-expired",
     ),
     Tamper(
         "expired certificate, token from after expiry",
         expired_before_its_token,
         ("had expired at", "judged at the timestamp"),
+        "certificate-expired",
     ),
     Tamper(
         "certificate not yet valid when stamped",
         not_yet_valid_when_stamped,
         ("was not yet valid at", "judged at the timestamp"),
+        "certificate-not-yet-valid",
     ),
     Tamper(
         "token over other data",
         token_over_other_data,
         ("timestamp not accepted", "message imprint is not over this signature"),
+        "timestamp-untrusted",
     ),
     Tamper(
         "token from an untrusted TSA",
         token_from_untrusted_tsa,
-        ("timestamp not accepted", "TSA no chain from", "to a trusted root", "--tsa-roots"),
+        ("timestamp not accepted", "TSA no chain from", "to a trusted root", "the TSA roots"),
+        "timestamp-untrusted",
     ),
     Tamper(
         "TSA root not trusted by the gate",
         tsa_root_not_trusted_by_the_gate,
-        ("timestamp not accepted", "TSA no chain from", "to a trusted root", "--tsa-roots"),
+        ("timestamp not accepted", "TSA no chain from", "to a trusted root", "the TSA roots"),
+        "timestamp-untrusted",
     ),
     Tamper(
         "TSA certificate without timeStamping",
         token_tsa_without_time_stamping_eku,
         ("timestamp not accepted", "has no extendedKeyUsage; timeStamping is required"),
+        "timestamp-untrusted",
     ),
     Tamper(
         "TSA timeStamping EKU not critical",
         token_tsa_eku_not_critical,
         ("timestamp not accepted", "not marked critical"),
+        "timestamp-untrusted",
     ),
     Tamper(
         "TSA certificate expired",
         token_tsa_certificate_expired,
         ("timestamp not accepted", "TSA certificate", "had expired"),
+        "timestamp-untrusted",
     ),
     Tamper(
         "token signature flipped",
         token_signature_flipped,
         ("timestamp not accepted", "timestamp 1: the signature does not verify"),
+        "timestamp-untrusted",
     ),
     Tamper(
         "revoked before signing",
         revoked_before_signing,
         ("was revoked on", "(superseded), before the signing time"),
+        "revoked",
     ),
     Tamper(
         "key compromised after signing",
         key_compromised_after_signing,
         ("revoked for key compromise", "no signature by it is trusted"),
+        "key-compromised",
     ),
-    Tamper("truncated signature", truncated, ("malformed CMS signature (Insufficient data",)),
-    Tamper("garbage signature", garbage, ("malformed CMS signature",)),
-    Tamper("empty signature", empty, ("the signature file is empty",)),
-    Tamper("CMS that is not SignedData", not_signed_data, ("not a CMS SignedData (data)",)),
-    Tamper("two SignerInfos", two_signer_infos, ("holds 2 SignerInfos; exactly one is allowed",)),
-    Tamper("missing signature", missing_signature, ("unsigned (", ".p7s missing)")),
+    Tamper(
+        "truncated signature",
+        truncated,
+        ("malformed CMS signature (Insufficient data",),
+        "malformed-signature",
+    ),
+    Tamper("garbage signature", garbage, ("malformed CMS signature",), "malformed-signature"),
+    Tamper("empty signature", empty, ("the signature file is empty",), "malformed-signature"),
+    Tamper(
+        "CMS that is not SignedData",
+        not_signed_data,
+        ("not a CMS SignedData (data)",),
+        "malformed-signature",
+    ),
+    Tamper(
+        "two SignerInfos",
+        two_signer_infos,
+        ("holds 2 SignerInfos; exactly one is allowed",),
+        "unsupported-signature",
+    ),
+    Tamper("missing signature", missing_signature, ("unsigned (", ".p7s missing)"), "unsigned"),
     Tamper(
         "digest algorithm sha384 declared",
         _declare_digest("sha384"),
         ("digest mismatch: the content's sha384 is not the signed one",),
+        "digest-mismatch",
     ),
     Tamper(
         "digest algorithm md5 declared",
         _declare_digest("md5"),
         ("digest algorithm md5 is not accepted",),
+        "algorithm-not-accepted",
     ),
     Tamper(
         "digest algorithm not in digestAlgorithms",
         _declare_digest("sha512", in_signed_data=False),
         ("digest algorithm sha512 is not among the SignedData's digestAlgorithms",),
+        "malformed-signature",
     ),
     Tamper(
         "signature algorithm swapped",
         signature_algorithm_swapped,
         ("signature algorithm sha384_ecdsa does not fit",),
+        "malformed-signature",
     ),
     Tamper(
         "SignedData version changed",
         signed_data_version_changed,
         ("SignedData version v3 is not the v1",),
+        "malformed-signature",
     ),
-    Tamper("content attached", content_attached, ("not a detached signature over data",)),
+    Tamper(
+        "content attached",
+        content_attached,
+        ("not a detached signature over data",),
+        "unsupported-signature",
+    ),
     Tamper(
         "timestamp required, none present",
         timestamp_required_but_absent,
         ("no trusted RFC 3161 timestamp, and one is required",),
+        "timestamp-required",
     ),
 ]
 BY_NAME = {tamper.name: tamper for tamper in TAMPERS}
@@ -775,6 +831,7 @@ def test_the_gate_blocks_tampering_with_its_reason(gate: Gate, tamper: Tamper) -
     [entry] = report["artifacts"]
     assert entry["verified"] is False
     assert all(part in entry["reason"] for part in tamper.reason), entry["reason"]
+    assert entry["code"] == tamper.code, entry
     assert (report["verified"], report["failed"]) == (0, 1)
 
 
@@ -783,6 +840,7 @@ def test_the_tamper_matrix_has_a_reason_per_attack() -> None:
     verify', which is the honest reason for every edit of signed bytes."""
     assert len(TAMPERS) >= 20
     assert len(BY_NAME) == len(TAMPERS)
+    assert all(re.fullmatch(r"[a-z]+(-[a-z0-9]+)*", tamper.code) for tamper in TAMPERS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -807,13 +865,22 @@ def test_a_token_proves_the_signature_outlives_its_certificate(gate: Gate) -> No
     assert result.returncode == 1
     assert "had expired at" in _failed_line(result.stdout, gate.artifact)
 
-    # with the token but no --tsa-roots the token proves nothing, and the gate says why
+    # with the token but no --tsa-roots the token proves nothing, and the gate says why: it
+    # judged at the time given with --at, and says so (never "now" when a time was given)
     gate.use("stamped")
     gate.tsa_roots = None
     result = gate.verify("--at", years_later, gate.artifact)
     assert result.returncode == 1
-    assert "judged at now (no trusted timestamp)" in _failed_line(result.stdout, gate.artifact)
-    assert "warning: " in result.stdout and "no --tsa-roots were given" in result.stdout
+    line = _failed_line(result.stdout, gate.artifact)
+    given = dt.datetime.fromisoformat(years_later).isoformat().replace("+00:00", "Z")
+    assert f"judged at {given} (the given time; no trusted timestamp)" in line, line
+    assert "now" not in line.split("judged at", 1)[1]
+    assert "warning: " in result.stdout and "no TSA roots were given" in result.stdout
+    assert "--tsa-roots" not in result.stdout
+    code, report = gate.report("--at", years_later, gate.artifact)
+    [entry] = report["artifacts"]
+    assert code == 1 and entry["code"] == "certificate-expired"
+    assert entry["warning_codes"] == ["timestamp-unused"]
 
 
 def test_a_token_added_later_verifies_while_the_certificate_is_valid(gate: Gate) -> None:
@@ -849,8 +916,11 @@ def test_audit_level_turns_time_class_failures_into_warnings(gate: Gate, name: s
     code, report = gate.report("--level", "audit", gate.artifact)
     [entry] = report["artifacts"]
     assert code == 0 and report["level"] == "audit"
-    assert entry["verified"] is True and entry["reason"] is None
+    assert entry["verified"] is True and entry["reason"] is None and entry["code"] is None
     assert any(AUDIT_WARNS[name] in warning for warning in entry["warnings"])
+    # one code per warning, and the one the strict level fails with
+    assert len(entry["warning_codes"]) == len(entry["warnings"])
+    assert BY_NAME[name].code in entry["warning_codes"]
 
 
 AUDIT_BLOCKS = [
@@ -947,7 +1017,10 @@ def test_without_a_token_a_revocation_up_to_now_counts(gate: Gate) -> None:
     )
     result = gate.verify("--crl", crl, gate.artifact)
     assert result.returncode == 1
-    assert "before the signing time" in _failed_line(result.stdout, gate.artifact)
+    line = _failed_line(result.stdout, gate.artifact)
+    # no token, so no known signing time: the message says which moment it judged at
+    assert "(superseded), before now (" in line and "; no trusted timestamp)" in line, line
+    assert "signing time" not in line
 
 
 def test_a_crl_of_another_ca_is_not_about_this_signer(gate: Gate) -> None:
@@ -983,7 +1056,9 @@ def test_json_report_shape(gate: Gate) -> None:
         "signature",
         "verified",
         "reason",
+        "code",
         "warnings",
+        "warning_codes",
         "signer",
         "certificate_sha256",
         "signing_time",
@@ -997,13 +1072,24 @@ def test_json_report_shape(gate: Gate) -> None:
     digest = hashlib.sha256(gate.artifact.read_bytes()).hexdigest()
     for entry in (stamped, plain_entry):
         assert entry["verified"] is True and entry["reason"] is None and entry["warnings"] == []
+        assert entry["code"] is None and entry["warning_codes"] == []
         assert entry["signer"] == SUBJECT
         assert entry["certificate_sha256"] == hashlib.sha256(cert_der).hexdigest()
         assert entry["digest"] == f"sha256:{digest}"
         dt.datetime.fromisoformat(entry["signing_time"])
     assert stamped["artifact"] == str(gate.artifact)
     assert stamped["signature"] == str(gate.p7s)
-    assert set(stamped["timestamp"]) == {"gen_time", "tsa", "serial"}
+    # the one JSON shape of a timestamp (TimestampToken.as_json), as sign and run print it
+    assert set(stamped["timestamp"]) == {
+        "gen_time",
+        "tsa",
+        "serial",
+        "policy",
+        "digest_algorithm",
+        "tsa_url",
+    }
+    assert stamped["timestamp"]["digest_algorithm"] == "sha256"
+    assert stamped["timestamp"]["tsa_url"] is None  # not known from the token alone
     assert stamped["timestamp"]["tsa"] == "CN=Sealgate Test TSA (good),O=Sealgate Tests"
     assert dt.datetime.fromisoformat(stamped["timestamp"]["gen_time"]) == _gen_time(gate.p7s)
     int(stamped["timestamp"]["serial"], 16)
@@ -1011,6 +1097,7 @@ def test_json_report_shape(gate: Gate) -> None:
 
     assert unsigned_entry["verified"] is False
     assert unsigned_entry["reason"].endswith(f"unsigned ({unsigned}.p7s missing)")
+    assert unsigned_entry["code"] == "unsigned"
     assert unsigned_entry["signer"] is None and unsigned_entry["timestamp"] is None
 
 

@@ -1,0 +1,190 @@
+"""`sealgate verify` pointed at the wrong thing: what exit code and reason code each case gets.
+
+A missing artifact, a directory, a FIFO or a path the OS refuses is an input error (exit 2):
+the gate was given something no signature can fix. An artifact without its `.p7s` is a
+verification failure (exit 1, `unsigned`): exactly what the gate exists to block. Every case
+runs through the real CLI, with a genuinely signed artifact beside it as the control.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.adversarial.test_certificate_attacks import EKU, Issued, Lab, make_root, pem
+from tests.components.cli import sealgate
+
+
+class Release:
+    """A release folder with one correctly signed artifact and the gate's trust roots."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.lab = Lab(tmp)
+        self.lab.artifact.write_bytes(b"release bytes\n" * 100)
+        root = make_root("Inputs Root")
+        signer: Issued = root.issue("Release signer", eku=[EKU.CODE_SIGNING])
+        self.lab.sign(signer)
+        self.roots = pem(tmp / "roots.pem", root.cert)
+        self.good = self.lab.artifact
+
+    def verify(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
+        return sealgate("verify", "--trust-roots", self.roots, *args)
+
+    def report(self, *args: str | Path) -> tuple[int, dict[str, Any]]:
+        result = self.verify("--json", *args)
+        return result.returncode, json.loads(result.stdout)
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Release:
+    return Release(tmp_path)
+
+
+def _entry(report: dict[str, Any], artifact: Path) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = report["artifacts"]
+    [entry] = [e for e in entries if e["artifact"] == str(artifact)]
+    return entry
+
+
+def _judged(release: Release, artifact: Path) -> tuple[int, dict[str, Any], str]:
+    """(exit code, the artifact's --json entry, the human FAILED line) with the good one beside."""
+    code, report = release.report(release.good, artifact)
+    assert _entry(report, release.good)["verified"] is True  # the control: still verified
+    entry = _entry(report, artifact)
+    assert entry["verified"] is False
+    human = release.verify(release.good, artifact)
+    assert human.returncode == code, human.stdout + human.stderr
+    assert f"verified {release.good}: " in human.stdout
+    [line] = [line for line in human.stdout.splitlines() if line.startswith("FAILED ")]
+    assert line.startswith(f"FAILED {artifact}: ")
+    return code, entry, line
+
+
+def test_control_the_signed_artifact_verifies(release: Release) -> None:
+    code, report = release.report(release.good)
+    assert code == 0
+    entry = _entry(report, release.good)
+    assert entry["verified"] is True and entry["code"] is None
+
+
+def test_a_missing_signature_is_a_failure_named_unsigned(release: Release) -> None:
+    other = release.lab.tmp / "never-signed.bin"
+    other.write_bytes(b"not signed\n")
+    code, entry, line = _judged(release, other)
+    assert code == 1
+    assert entry["code"] == "unsigned"
+    assert f"unsigned ({other}.p7s missing)" in line
+
+
+def test_a_missing_artifact_is_an_input_error_naming_it(release: Release) -> None:
+    missing = release.lab.tmp / "app-2.1.tar.gz"
+    code, entry, line = _judged(release, missing)
+    assert code == 2
+    assert entry["code"] == "artifact-missing"
+    assert f"{missing}: no such artifact" in line
+    # also when its .p7s is there: a signature of nothing verifies nothing
+    (release.lab.tmp / "app-2.1.tar.gz.p7s").write_bytes(release.lab.p7s.read_bytes())
+    code, entry, _ = _judged(release, missing)
+    assert (code, entry["code"]) == (2, "artifact-missing")
+
+
+def test_a_dangling_symlink_is_a_missing_artifact_and_says_so(release: Release) -> None:
+    link = release.lab.tmp / "latest.tar.gz"
+    link.symlink_to(release.lab.tmp / "gone.tar.gz")
+    code, entry, line = _judged(release, link)
+    assert (code, entry["code"]) == (2, "artifact-missing")
+    assert "(a symbolic link to a missing file)" in line
+
+
+def test_a_directory_is_not_a_file_and_never_unsigned(release: Release) -> None:
+    folder = release.lab.tmp / "dist"
+    folder.mkdir()
+    code, entry, line = _judged(release, folder)
+    assert code == 2
+    assert entry["code"] == "not-a-file"
+    assert f"{folder}: is a directory, not a file" in line
+    assert "unsigned" not in line
+    # a directory with a .p7s beside it is still no artifact
+    (release.lab.tmp / "dist.p7s").write_bytes(release.lab.p7s.read_bytes())
+    code, entry, _ = _judged(release, folder)
+    assert (code, entry["code"]) == (2, "not-a-file")
+
+
+def test_a_fifo_is_not_a_file_and_does_not_hang(release: Release) -> None:
+    fifo = release.lab.tmp / "app.fifo"
+    os.mkfifo(fifo)
+    (release.lab.tmp / "app.fifo.p7s").write_bytes(release.lab.p7s.read_bytes())
+    code, entry, line = _judged(release, fifo)
+    assert (code, entry["code"]) == (2, "not-a-file")
+    assert f"{fifo}: is a FIFO, not a regular file" in line
+
+
+def test_a_device_is_not_a_file(release: Release) -> None:
+    code, entry, line = _judged(release, Path("/dev/null"))
+    assert (code, entry["code"]) == (2, "not-a-file")
+    assert "/dev/null: is a character device, not a regular file" in line
+
+
+def test_a_name_longer_than_the_system_allows_is_a_path_error(release: Release) -> None:
+    long_name = release.lab.tmp / ("a" * 300 + ".tar.gz")
+    code, entry, line = _judged(release, long_name)
+    assert (code, entry["code"]) == (2, "path-error")
+    assert str(long_name) in line and "(File name too long)" in line
+    assert "Traceback" not in line
+
+
+def test_an_artifact_whose_signature_name_is_too_long_is_a_path_error(release: Release) -> None:
+    """The artifact's name fits, `NAME.p7s` does not: it can never have a signature beside it."""
+    name_max = os.pathconf(release.lab.tmp, "PC_NAME_MAX")
+    artifact = release.lab.tmp / ("b" * (name_max - 2))
+    artifact.write_bytes(b"x")
+    code, entry, line = _judged(release, artifact)
+    assert (code, entry["code"]) == (2, "path-error")
+    assert f"signature {artifact}.p7s: cannot use the path (File name too long)" in line
+
+
+def test_a_file_used_as_a_folder_is_a_path_error(release: Release) -> None:
+    inside_a_file = release.good / "app.bin"  # ENOTDIR
+    code, entry, line = _judged(release, inside_a_file)
+    assert (code, entry["code"]) == (2, "path-error")
+    assert f"{inside_a_file}: cannot use the artifact path (Not a directory)" in line
+
+
+def test_a_symlink_loop_is_a_path_error(release: Release) -> None:
+    loop = release.lab.tmp / "loop.tar.gz"
+    loop.symlink_to(loop)
+    code, entry, line = _judged(release, loop)
+    assert (code, entry["code"]) == (2, "path-error")
+    assert "(Too many levels of symbolic links)" in line
+
+
+def test_a_signature_dir_that_is_a_file_is_a_path_error(release: Release) -> None:
+    not_a_dir = release.lab.tmp / "sigs"
+    not_a_dir.write_bytes(b"")
+    code, report = release.report("--signature-dir", not_a_dir, release.good)
+    assert code == 2
+    entry = _entry(report, release.good)
+    assert entry["code"] == "path-error"
+    assert entry["reason"] == (
+        f"signature {not_a_dir}/{release.good.name}.p7s: cannot use the path (Not a directory)"
+    )
+
+
+def test_the_batch_exit_code_is_the_worst_and_every_artifact_is_reported(
+    release: Release,
+) -> None:
+    """An input error outranks a failure (2 over 1), and neither hides the others' verdicts."""
+    unsigned = release.lab.tmp / "never-signed.bin"
+    unsigned.write_bytes(b"x")
+    missing = release.lab.tmp / "missing.bin"
+    code, report = release.report(release.good, unsigned, missing)
+    assert code == 2
+    assert [e["code"] for e in report["artifacts"]] == [None, "unsigned", "artifact-missing"]
+    assert (report["verified"], report["failed"]) == (1, 2)
+    code, report = release.report(release.good, unsigned)
+    assert code == 1
