@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from integrity.errors import IntegrityError
 from sealgate import __version__
 from sealgate.errors import SealgateError
-from sealgate.output import emit_json
+from sealgate.output import emit_json, os_error_line
 from signer.errors import SignerError
 from signer.redact import environment_secrets, redact_text
 
@@ -89,13 +89,6 @@ def error_line(exc: SignerError | IntegrityError | SealgateError, flags: Mapping
     if flag and not message.startswith(flag):
         message = f"{flag}: {message}"
     return message
-
-
-def os_error_line(exc: OSError) -> str:
-    """PATH: STRERROR, for an OS error on a path that no command turned into a typed error."""
-    paths = [os.fsdecode(p) for p in (exc.filename, exc.filename2) if p is not None]
-    reason = exc.strerror or str(exc)
-    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 def _fail(args: argparse.Namespace, code: str, message: str, field: str | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,13 @@ from signer.digest import ProgressCallback
 
 #: Below this many bytes a progress bar would only flicker.
 PROGRESS_THRESHOLD = 64 << 20
+
+
+def os_error_line(exc: OSError) -> str:
+    """PATH: STRERROR, for an OS error on a path that no command turned into a typed error."""
+    paths = [os.fsdecode(p) for p in (exc.filename, exc.filename2) if p is not None]
+    reason = exc.strerror or str(exc)
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 def emit_json(document: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,24 @@ class Prepared:
     tsa: TsaSettings | None
 
 
+def _creatable(path: Path, field: str) -> None:
+    """An output whose folder exists, or whose folder's folder does: only one level is made,
+    so a typo in a path is an error before the build, not a tree of folders after it."""
+    try:
+        os.lstat(path)  # a name too long, a file used as a folder: known now, not after signing
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise SealgateError(f"{path}: {exc.strerror}", code="path-error", field=field) from None
+    folder = path.parent
+    if not folder.is_dir() and not folder.parent.is_dir():
+        raise SealgateError(
+            f"{path}: the folder {folder.parent} does not exist (only the last level is created)",
+            code="path-error",
+            field=field,
+        )
+
+
 def prepare(config: RunConfig) -> Prepared:
     """Check the configuration and load certificates and trust anchors (usage errors: exit 2)."""
     if not config["key"]:
@@ -37,6 +56,8 @@ def prepare(config: RunConfig) -> Prepared:
             code="missing-option",
             field="artifacts",
         )
+    for name in ("report", "attestation"):
+        _creatable(config[name], name)
     tsa = tsa_settings(config.values)
     certificate: Path | None = config["certificate"]
     options = SignOptions(

@@ -167,7 +167,7 @@ def markdown_summary(result: RunResult) -> str:
 def write_outputs(result: RunResult, config: RunConfig, env: Mapping[str, str]) -> None:
     """The JSON report, and the Markdown job summary when $GITHUB_STEP_SUMMARY is set."""
     report: Path = config["report"]
-    report.parent.mkdir(parents=True, exist_ok=True)
+    report.parent.mkdir(exist_ok=True)  # the last level only; prepare() checked the rest
     temporary = report.with_name(report.name + ".tmp")
     document = _redact_document(result.as_json(config.repo), result.secrets)
     temporary.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")

@@ -19,6 +19,7 @@ from integrity.watch import watch_build
 from sealgate.attest import write_attestation
 from sealgate.errors import SealgateError
 from sealgate.options import policy_file
+from sealgate.output import os_error_line
 from sealgate.pipeline.base import _split_range, default_range
 from sealgate.pipeline.config import RunConfig
 from sealgate.pipeline.prepare import Prepared, prepare
@@ -116,6 +117,12 @@ class Pipeline:
                 stage.reasons.append(exc.diagnostics())
                 stage.summary = exc.diagnostics()
                 self.result.exit_code = exc.exit_code
+                break
+            except OSError as exc:  # a path the OS refuses: a usage error, never a verdict
+                stage.status, stage.code = FAILED, "path-error"
+                stage.summary = os_error_line(exc)
+                stage.reasons.append(stage.summary)
+                self.result.exit_code = 2
                 break
             if ok is None:  # the stage found nothing to do
                 continue
@@ -308,6 +315,7 @@ class Pipeline:
             levels=levels,
         )
         out: Path = self.config["attestation"]
+        out.parent.mkdir(exist_ok=True)  # the last level only; prepare() checked the rest
         write_attestation(self.config["attest_key"], statement, out)
         self.result.attestation = out
         stage.summary = f"VSA ({check}: {', '.join(levels)}) written to {out}"

@@ -1,0 +1,77 @@
+"""`sealgate run` on paths the OS refuses or that do not exist: exit 2 with the path, the code
+and the flag, before anything is signed; one missing folder level is made, never a tree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.components.cli import sealgate
+from tests.components.gitrepo import Repo
+from tests.components.hsm import HsmFixture
+from tests.test_pipeline_verify_options import LABEL, built
+from tests.test_run import alice, repo
+
+__all__ = ["alice", "built", "repo"]  # the fixtures this module uses
+
+LONG = "x" * 300
+
+
+def _run(work: Repo, hsm: HsmFixture, *args: str | Path) -> tuple[int, str]:
+    result = sealgate(
+        "run", "--repo", work.path, "--no-commits", "--artifacts", "dist/*.bin",
+        "--key", hsm.uri(LABEL), "--chain", hsm.chain_pem, "--trust-roots", hsm.root_pem,
+        *args, env=hsm.env,
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, result.stdout + result.stderr
+
+
+def _signatures(work: Repo) -> list[Path]:
+    return sorted(work.path.rglob("*.p7s"))
+
+
+def test_a_report_two_missing_levels_deep_is_refused_before_signing(
+    built: Repo, tmp_path: Path, hsm: HsmFixture
+) -> None:
+    report = tmp_path / "missing" / "deeper" / "report.json"
+    code, output = _run(built, hsm, "--report", report)
+    assert code == 2, output
+    assert f"sealgate: error: [path-error] --report: {report}" in output
+    assert not (tmp_path / "missing").exists()
+    assert _signatures(built) == []
+
+
+def test_control_one_missing_level_is_created_for_the_report_and_the_vsa(
+    built: Repo, tmp_path: Path, hsm: HsmFixture
+) -> None:
+    report = tmp_path / "out" / "report.json"
+    code, output = _run(built, hsm, "--report", report)
+    assert code == 0, output
+    assert json.loads(report.read_text())["ok"] is True
+    assert (tmp_path / "out" / "sealgate-vsa.intoto.json").is_file()
+
+
+def test_a_report_name_longer_than_the_system_allows(
+    built: Repo, tmp_path: Path, hsm: HsmFixture
+) -> None:
+    code, output = _run(built, hsm, "--no-attest", "--report", tmp_path / LONG)
+    assert code == 2, output
+    assert f"[path-error] --report: {tmp_path / LONG}" in output
+    assert _signatures(built) == []  # known before the build, not after signing
+
+
+def test_a_repository_path_longer_than_the_system_allows(tmp_path: Path, hsm: HsmFixture) -> None:
+    result = sealgate("run", "--repo", tmp_path / LONG, "--key", hsm.uri(LABEL), env=hsm.env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("sealgate: error: [path-error] ") and LONG in result.stderr
+
+
+def test_a_repository_that_is_a_file(tmp_path: Path, hsm: HsmFixture) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("not a repository\n")
+    result = sealgate("run", "--repo", plain, "--key", hsm.uri(LABEL), env=hsm.env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert str(plain) in result.stderr and result.stderr.startswith("sealgate: error: [")
