@@ -80,7 +80,7 @@ def test_wrong_pin_names_the_token_and_hides_the_pin(hsm: HsmFixture, workdir: P
     pin = "not-the-pin-4711"
     uri = f"pkcs11:token=sealgate-test;object=ec256?module-path={hsm.token.module}&pin-value={pin}"
     result = sealgate("sign", "--key", uri, workdir / "a.bin", env=hsm.env)
-    _fails(result, 2, "PIN rejected", "sealgate-test")
+    _fails(result, 2, "[wrong-pin]", "PIN rejected", "sealgate-test")
     assert pin not in result.stderr + result.stdout
     _assert_nothing_written(workdir)
 
@@ -118,7 +118,77 @@ def test_missing_object(hsm: HsmFixture, workdir: Path) -> None:
 def test_missing_module(hsm: HsmFixture, workdir: Path) -> None:
     uri = hsm.uri("ec256").replace(hsm.token.module, "/nonexistent/libpkcs11.so")
     result = sealgate("sign", "--key", uri, workdir / "a.bin", env=hsm.env)
-    _fails(result, 2, "/nonexistent/libpkcs11.so", "does not exist")
+    _fails(result, 2, "[pkcs11-module-missing]", "/nonexistent/libpkcs11.so", "does not exist")
+
+
+def _not_a_module(workdir: Path, kind: str) -> Path:
+    if kind == "text":
+        path = workdir / "libfake-pkcs11.so"
+        path.write_text("this is not a shared library\n")
+        return path
+    if kind == "library":  # a real shared library, just not a PKCS#11 one
+        import _ssl
+
+        return Path(_ssl.__file__)
+    path = workdir / "modules.d"
+    path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("text", "not a PKCS#11 library (file too short)"),
+        ("library", "not a PKCS#11 library (undefined symbol: C_GetFunctionList)"),
+        ("directory", "a directory, not a PKCS#11 library"),
+    ],
+)
+def test_a_module_path_that_is_not_a_pkcs11_library_is_configuration(
+    hsm: HsmFixture, workdir: Path, kind: str, reason: str
+) -> None:
+    """Exit 2, not 3: nothing is wrong with any HSM, the URI names the wrong file."""
+    module = _not_a_module(workdir, kind)
+    uri = hsm.uri("ec256").replace(hsm.token.module, str(module))
+    result = sealgate("sign", "--key", uri, workdir / "a.bin", env=hsm.env)
+    _fails(result, 2, "[not-a-pkcs11-module]", f"PKCS#11 module {module}", reason)
+    _assert_nothing_written(workdir)
+
+
+@pytest.mark.parametrize("shape", ["long-name", "long-path", "below-a-file"])
+def test_a_module_path_the_os_refuses_is_a_path_error(
+    hsm: HsmFixture, workdir: Path, shape: str
+) -> None:
+    module = {
+        "long-name": f"/usr/lib/{'m' * 300}.so",
+        "long-path": "/" + "/".join(["d" * 200] * 25) + "/lib.so",
+        "below-a-file": str(workdir / "a.bin" / "lib.so"),
+    }[shape]
+    reason = "Not a directory" if shape == "below-a-file" else "File name too long"
+    uri = hsm.uri("ec256").replace(hsm.token.module, module)
+    result = sealgate("sign", "--key", uri, workdir / "a.bin", env=hsm.env)
+    _fails(result, 2, "[path-error]", f"PKCS#11 module {module[:60]}", f"({reason})")
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_token_lists_the_tokens_present_exactly(hsm: HsmFixture, workdir: Path) -> None:
+    """SoftHSM shows a free slot with an empty, uninitialized token: it is not listed (it made
+    the hint end in a comma)."""
+    uri = hsm.uri("ec256").replace("token=sealgate-test", "token=no-such-token")
+    result = sealgate("sign", "--key", uri, workdir / "a.bin", env=hsm.env)
+    _fails(result, 2, "[token-not-found]")
+    assert result.stderr.rstrip("\n").endswith(
+        f"no such token in {hsm.token.module} (tokens present: sealgate-test)"
+    ), result.stderr
+
+
+def test_a_pin_source_that_is_a_fifo_fails_at_once(hsm: HsmFixture, workdir: Path) -> None:
+    fifo = workdir / "pin.fifo"
+    os.mkfifo(fifo)
+    uri = f"pkcs11:token=sealgate-test;object=ec256?module-path={hsm.token.module}"
+    result = sealgate(
+        "sign", "--key", f"{uri}&pin-source=file:{fifo}", workdir / "a.bin", env=hsm.env
+    )
+    _fails(result, 2, "[not-a-file]", f"pkcs11 pin-source {fifo}: a FIFO")
 
 
 def test_certificate_of_another_key(hsm: HsmFixture, workdir: Path) -> None:

@@ -7,6 +7,7 @@ One session and one login serve a whole batch. A session the token drops
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,13 @@ from pkcs11.util.ec import encode_ec_public_key
 
 from signer.algorithms import KeyKind, SignatureScheme, ecdsa_raw_to_der
 from signer.errors import BackendUnavailableError, ConfigError, SignerError
+from signer.files import file_kind, path_error, read_capped
 from signer.keys.base import RemoteKey
 
 PIN_ENV = "SEALGATE_PKCS11_PIN"
 MODULE_ENV = "SEALGATE_PKCS11_MODULE"
+#: A PIN file holds a PIN and a newline; anything much larger is not one.
+PIN_FILE_LIMIT = 4096
 
 #: DER DigestInfo prefixes (RFC 8017 §9.2, note 1): RSA PKCS#1 v1.5 signs prefix || digest.
 _DIGEST_INFO_PREFIX = {
@@ -73,20 +77,26 @@ class Pkcs11Uri:
     @classmethod
     def parse(cls, uri: str) -> Pkcs11Uri:
         if not uri.lower().startswith("pkcs11:"):
-            raise ConfigError(f"{uri!r} is not a pkcs11: URI")
+            raise ConfigError(f"{uri!r} is not a pkcs11: URI", code="bad-key-uri", field="key")
         path, _, query = uri[len("pkcs11:") :].partition("?")
         attrs = _split(path, ";", uri)
         params = _split(query, "&", uri)
         unknown_query = set(params) - {"module-path", "module-name", "pin-source", "pin-value"}
         if unknown_query:
-            raise ConfigError(f"pkcs11 URI: unknown query attribute {sorted(unknown_query)[0]!r}")
+            raise ConfigError(
+                f"pkcs11 URI: unknown query attribute {sorted(unknown_query)[0]!r}",
+                code="bad-key-uri",
+                field="key",
+            )
         slot_id = None
         if "slot-id" in attrs:
             try:
                 slot_id = int(attrs["slot-id"].decode())
             except ValueError:
                 raise ConfigError(
-                    f"pkcs11 URI: slot-id must be a number, got {attrs['slot-id'].decode()!r}"
+                    f"pkcs11 URI: slot-id must be a number, got {attrs['slot-id'].decode()!r}",
+                    code="bad-key-uri",
+                    field="key",
                 ) from None
         text = {k: v.decode("utf-8", "replace") for k, v in {**attrs, **params}.items()}
         return cls(
@@ -117,7 +127,9 @@ def _split(text: str, sep: str, uri: str) -> dict[str, bytes]:
     for item in filter(None, text.split(sep)):
         name, eq, value = item.partition("=")
         if not eq:
-            raise ConfigError(f"pkcs11 URI: attribute {name!r} has no value")
+            raise ConfigError(
+                f"pkcs11 URI: attribute {name!r} has no value", code="bad-key-uri", field="key"
+            )
         out[name.strip().lower()] = unquote_to_bytes(value)
     return out
 
@@ -128,17 +140,56 @@ def read_pin(uri: Pkcs11Uri) -> str:
         return uri.pin_value
     if uri.pin_source:
         source = uri.pin_source.removeprefix("file:").removeprefix("//")
+        data = read_capped(
+            Path(source), what="pkcs11 pin-source", limit=PIN_FILE_LIMIT, field="key"
+        )
         try:
-            return Path(source).read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"pkcs11 pin-source {source}: cannot read ({exc.strerror})") from None
+            return data.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"pkcs11 pin-source {source}: not UTF-8 text", code="bad-pin-file", field="key"
+            ) from None
     pin = os.environ.get(PIN_ENV)
     if pin is None:
         raise ConfigError(
             f"{uri.display()}: no PIN given",
             hint=f"set {PIN_ENV}, or add pin-source=file:/path to the URI",
+            code="no-pin",
+            field="key",
         )
     return pin
+
+
+def check_module(module: str) -> str:
+    """`module` when it names a regular file; otherwise a ConfigError naming it and why."""
+    try:
+        info = os.stat(module)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"PKCS#11 module {module} does not exist",
+            hint="install the HSM vendor's PKCS#11 module, or fix module-path",
+            code="pkcs11-module-missing",
+            field="key",
+        ) from None
+    except OSError as exc:
+        raise path_error(f"PKCS#11 module {module}", exc, "load it", field="key") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(
+            f"PKCS#11 module {module}: {file_kind(info.st_mode)}, not a PKCS#11 library",
+            code="not-a-pkcs11-module",
+            field="key",
+        )
+    return module
+
+
+def _load_failure(text: str, module: str) -> str | None:
+    """The loader's reason when python-pkcs11 could not load the file as a library at all
+    ("OS exception while loading PATH: PATH: undefined symbol: C_GetFunctionList")."""
+    marker = f"OS exception while loading {module}: "
+    if not text.startswith(marker):
+        return None
+    reason = text.removeprefix(marker).removeprefix(f"{module}: ")
+    return " ".join(reason.split())[:200] or "it cannot be loaded"
 
 
 class Pkcs11Key(RemoteKey):
@@ -148,16 +199,20 @@ class Pkcs11Key(RemoteKey):
         self.uri = Pkcs11Uri.parse(uri)
         self.display_uri = self.uri.display()
         if not (self.uri.object or self.uri.id is not None):
-            raise ConfigError(f"{self.display_uri}: name the key with object=LABEL or id=%NN")
+            raise ConfigError(
+                f"{self.display_uri}: name the key with object=LABEL or id=%NN",
+                code="bad-key-uri",
+                field="key",
+            )
         module = self.uri.module_path or os.environ.get(MODULE_ENV)
         if not module:
             raise ConfigError(
                 f"{self.display_uri}: no PKCS#11 module",
                 hint=f"add ?module-path=/path/to/module.so to the URI or set {MODULE_ENV}",
+                code="pkcs11-module-missing",
+                field="key",
             )
-        if not Path(module).is_file():
-            raise ConfigError(f"PKCS#11 module {module} does not exist")
-        self.module_path = module
+        self.module_path = check_module(module)
         self._pin = read_pin(self.uri)
         self._session: Any = None
         self._private: Any = None
@@ -171,6 +226,14 @@ class Pkcs11Key(RemoteKey):
         try:
             library = pkcs11.lib(self.module_path)
         except (OSError, RuntimeError, p11e.PKCS11Error) as exc:
+            reason = _load_failure(str(exc), self.module_path)
+            if reason is not None:  # the loader refused the file: configuration, not the HSM
+                raise ConfigError(
+                    f"PKCS#11 module {self.module_path}: not a PKCS#11 library ({reason})",
+                    hint="module-path must name the HSM vendor's PKCS#11 module (.so)",
+                    code="not-a-pkcs11-module",
+                    field="key",
+                ) from None
             raise self._device_failure(
                 f"cannot load PKCS#11 module {self.module_path}", exc
             ) from None
@@ -196,14 +259,20 @@ class Pkcs11Key(RemoteKey):
                     f"{self.display_uri}: the remote HSM at {os.environ['P11_KIT_SERVER_ADDRESS']} "
                     "offers no token",
                     hint="is `p11-kit server` running and exporting this token?",
+                    code="hsm-unavailable",
+                    field="key",
                 ) from None
             raise ConfigError(
                 f"{self.display_uri}: no such token in {self.module_path}",
                 hint="tokens present: " + (", ".join(labels) if labels else "none"),
+                code="token-not-found",
+                field="key",
             ) from None
         except p11e.MultipleTokensReturned:
             raise ConfigError(
-                f"{self.display_uri}: several tokens match; add token= or slot-id= to the URI"
+                f"{self.display_uri}: several tokens match; add token= or slot-id= to the URI",
+                code="token-ambiguous",
+                field="key",
             ) from None
         except _DEVICE_FAILED as exc:
             raise self._device_failure(f"{self.display_uri}: token unavailable", exc) from None
@@ -215,14 +284,16 @@ class Pkcs11Key(RemoteKey):
 
     @staticmethod
     def _token_labels(library: Any) -> list[str]:
+        """The labels of the initialized tokens (a free slot's token has an empty label)."""
         try:
-            return [slot.get_token().label for slot in library.get_slots(token_present=True)]
+            labels = [slot.get_token().label for slot in library.get_slots(token_present=True)]
         except p11e.PKCS11Error:
             return []
+        return [" ".join(str(label).split()) for label in labels if str(label).strip()]
 
     def _device_failure(self, what: str, exc: BaseException) -> SignerError:
         detail = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
-        return BackendUnavailableError(f"{what} ({detail})")
+        return BackendUnavailableError(f"{what} ({detail})", code="hsm-unavailable", field="key")
 
     def _open(self) -> Any:
         token = self._token()
@@ -234,14 +305,20 @@ class Pkcs11Key(RemoteKey):
             session = token.open()
         except p11e.PinIncorrect:
             raise ConfigError(
-                f"{self.display_uri}: PIN rejected by token {token.label!r}"
+                f"{self.display_uri}: PIN rejected by token {token.label!r}",
+                code="wrong-pin",
+                field="key",
             ) from None
         except p11e.PinLocked:
             raise ConfigError(
-                f"{self.display_uri}: the user PIN of token {token.label!r} is locked"
+                f"{self.display_uri}: the user PIN of token {token.label!r} is locked",
+                code="pin-locked",
+                field="key",
             ) from None
         except (p11e.PinInvalid, p11e.PinLenRange):
-            raise ConfigError(f"{self.display_uri}: the PIN has an invalid format") from None
+            raise ConfigError(
+                f"{self.display_uri}: the PIN has an invalid format", code="wrong-pin", field="key"
+            ) from None
         except _DEVICE_FAILED as exc:
             raise self._device_failure(f"{self.display_uri}: cannot open a session", exc) from None
         self._session = session
@@ -252,11 +329,15 @@ class Pkcs11Key(RemoteKey):
         matches = list(session.get_objects(self._selector(ObjectClass.PRIVATE_KEY)))
         if not matches:
             raise ConfigError(
-                f"{self.display_uri}: no private key with this object/id in the token"
+                f"{self.display_uri}: no private key with this object/id in the token",
+                code="key-not-found",
+                field="key",
             )
         if len(matches) > 1:
             raise ConfigError(
-                f"{self.display_uri}: {len(matches)} private keys match; add id= to the URI"
+                f"{self.display_uri}: {len(matches)} private keys match; add id= to the URI",
+                code="key-ambiguous",
+                field="key",
             )
         return matches[0]
 
@@ -310,7 +391,10 @@ class Pkcs11Key(RemoteKey):
         if cert is not None:
             return cert.public_key()
         raise ConfigError(
-            f"{self.display_uri}: the token holds neither a public key nor a certificate for this key"
+            f"{self.display_uri}: the token holds neither a public key nor a certificate for "
+            "this key",
+            code="public-key-missing",
+            field="key",
         )
 
     def certificate(self) -> x509.Certificate | None:
@@ -356,11 +440,16 @@ class Pkcs11Key(RemoteKey):
             return bytes(
                 self._call(lambda _s: self._private.sign(info, mechanism=Mechanism.RSA_PKCS))
             )
-        raise ConfigError(f"{self.display_uri}: {scheme.describe()} does not sign a digest")
+        raise ConfigError(
+            f"{self.display_uri}: {scheme.describe()} does not sign a digest",
+            code="unsupported-scheme",
+        )
 
     def sign_message(self, message: bytes, scheme: SignatureScheme) -> bytes:
         if scheme.kind is not KeyKind.ED25519:
-            raise ConfigError(f"{self.display_uri}: {scheme.describe()} signs a digest")
+            raise ConfigError(
+                f"{self.display_uri}: {scheme.describe()} signs a digest", code="unsupported-scheme"
+            )
         return bytes(self._call(lambda _s: self._private.sign(message, mechanism=Mechanism.EDDSA)))
 
 
@@ -377,4 +466,4 @@ def _public_key_from_object(obj: Any) -> PublicKeyTypes:
         # EC_POINT is a DER OCTET STRING (04 20 || key) in most tokens, the raw 32 bytes in some.
         raw = point[2:] if len(point) == 34 and point[:2] == b"\x04\x20" else point
         return ed25519.Ed25519PublicKey.from_public_bytes(raw)
-    raise ConfigError(f"unsupported PKCS#11 key type {key_type!r}")
+    raise ConfigError(f"unsupported PKCS#11 key type {key_type!r}", code="unsupported-key")
