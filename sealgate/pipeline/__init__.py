@@ -5,7 +5,8 @@ Stages, in order: `commits` (every commit of the release range signed as the pol
 source), `sign` (the artifacts, through the HSM/KMS), `verify` (what was just signed, as the
 gate will), `attest` (a DSSE-signed SLSA VSA about the signed artifacts). A failed stage stops
 the pipeline; a failure before `sign` leaves no signature behind. Parts: `config` (settings),
-`prepare` (loaded before any stage), `base` (the default range), `stages`, `report`.
+`prepare` (loaded before any stage), `base` (the default range), `source` and `release` (the
+stages), `stages` (the runner), `report` (JSON, human lines, job summary).
 """
 
 from __future__ import annotations

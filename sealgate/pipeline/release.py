@@ -1,0 +1,88 @@
+"""The release stages: sign (through the HSM/KMS), verify (what was just signed, as the gate
+will) and attest (a DSSE-signed SLSA VSA about the signed artifacts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from integrity.artifacts import match_artifacts
+from integrity.attestation import CHECK_LEVEL, vsa_statement
+from sealgate.attest import write_attestation
+from sealgate.pipeline.prepare import Prepared
+from sealgate.pipeline.report import PASSED, Stage
+from sealgate.pipeline.source import StageContext
+from signer.digest import digest_file
+from signer.keys import open_key
+from signer.sign import SIGNATURE_SUFFIX, sign_artifacts
+from signer.verify import verify_artifact
+
+
+class ReleaseStages(StageContext):
+    """Signing and what is proven about the signatures."""
+
+    def _sign(self, stage: Stage, prepared: Prepared) -> bool:
+        artifacts = match_artifacts(
+            self.root, self.config["artifacts"], exclude_suffixes=(SIGNATURE_SUFFIX,)
+        )
+        with open_key(self.config["key"]) as key:
+            self.result.key = key.display_uri
+            self.result.signed = sign_artifacts(key, artifacts, prepared.sign_options)
+        stamped = " and timestamped" if prepared.tsa else ""
+        stage.summary = (
+            f"{len(self.result.signed)} artifact(s) signed{stamped} with {self.result.key}"
+        )
+        stage.details = {"signatures": [str(s.signature) for s in self.result.signed]}
+        return True
+
+    def _verify(self, stage: Stage, prepared: Prepared) -> bool:
+        assert prepared.verify_policy is not None  # noqa: S101 - prepare() made it
+        self.result.verdicts = [
+            verify_artifact(s.artifact, prepared.verify_policy) for s in self.result.signed
+        ]
+        failed = [v for v in self.result.verdicts if not v.verified]
+        stage.code = next((v.code for v in failed if v.code), None)
+        stage.reasons = [f"{v.artifact}: {v.reason}" for v in failed]
+        stage.annotations = [(str(v.artifact), str(v.reason)) for v in failed]
+        stage.summary = f"{len(self.result.verdicts) - len(failed)} verified, {len(failed)} failed"
+        return not failed
+
+    def _attest(self, stage: Stage) -> bool | None:
+        stages = self.result.stages
+        check = (
+            "watch"
+            if stages["watch"].status == PASSED
+            else "tree"
+            if stages["tree"].status == PASSED
+            else "commits"
+            if stages["commits"].status == PASSED
+            else None
+        )
+        if check is None:
+            stage.summary = "no integrity check ran: nothing to attest"
+            return None
+        levels = [
+            CHECK_LEVEL[n] for n in ("commits", "tree", "watch") if stages[n].status == PASSED
+        ]
+        commit = self.result.commit or ""
+        statement = vsa_statement(
+            check=check,
+            commit=commit,
+            resource_uri=f"git+file://{self.root}@{commit}",
+            subjects=[
+                (
+                    s.artifact.relative_to(self.root).as_posix(),
+                    digest_file(s.artifact, "sha256").digest.hex(),
+                )
+                for s in self.result.signed
+            ],
+            policy_uri=None,
+            policy_digest=None,
+            passed=True,
+            levels=levels,
+        )
+        out: Path = self.config["attestation"]
+        out.parent.mkdir(exist_ok=True)  # the last level only; prepare() checked the rest
+        write_attestation(self.config["attest_key"], statement, out)
+        self.result.attestation = out
+        stage.summary = f"VSA ({check}: {', '.join(levels)}) written to {out}"
+        return True
