@@ -2,8 +2,10 @@
 
 Public TSAs cannot be reached from the test machines, so the suite runs its own: OpenSSL's
 `openssl ts -reply` behind a small HTTP server (POST application/timestamp-query, answer
-application/timestamp-reply), on 127.0.0.1 and a free port, with its own CA. The broken modes
-each produce exactly one defect so that every failure path of a TSA client can be exercised.
+application/timestamp-reply), on 127.0.0.1 and a free port, with its own CA. The certificates
+and the HTTP server are the demo's (sealgate.localpki, sealgate.localtsa); what is test-only
+lives here: the broken modes, each producing exactly one defect so that every failure path of
+a TSA client can be exercised.
 
 The TSA signing keys are written to the PKI directory because `openssl ts -reply` reads key
 files; that directory is always a pytest temp dir, never the repository.
@@ -14,18 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
-import os
 import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
@@ -33,26 +31,29 @@ import requests
 from asn1crypto import cms, core, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from sealgate.localpki import CA_KEY_USAGE
+from sealgate.localpki import LocalCA, pki_name, tsa_certificate, write_pem, write_private_key
+from sealgate.localtsa import (
+    OPENSSL_TIMEOUT,
+    QUERY_CONTENT_TYPE,
+    REPLY_CONTENT_TYPE,
+    TSA_POLICY,
+    TsaServer,
+    openssl_ts_reply,
+    tsa_config_section,
+)
 from tests.components import require
 
-QUERY_CONTENT_TYPE = "application/timestamp-query"
-REPLY_CONTENT_TYPE = "application/timestamp-reply"
-#: The policy the TSA stamps under (OpenSSL's documented example OID; its default openssl.cnf
-#: names it `tsa_policy1`), and a second policy a client may request.
-TSA_POLICY = "1.2.3.4.1"
+#: A second policy a client may request (TSA_POLICY, OpenSSL's example OID, is the default).
 TSA_OTHER_POLICY = "1.2.3.4.5"
 #: The config sections: ESSCertIDv2 (SHA-256, RFC 5816) and the legacy ESSCertID (SHA-1).
 SECTION_ESS_V2 = "tsa_ess_v2"
 SECTION_ESS_V1 = "tsa_ess_v1"
 ID_CT_TSTINFO = "1.2.840.113549.1.9.16.1.4"
-_SERIAL_ENV = "SEALGATE_TSA_SERIAL"
-_OPENSSL_TIMEOUT = 30.0
-_MAX_QUERY = 64 * 1024
+_ORGANIZATION = "Sealgate Tests"
+_OPENSSL_TIMEOUT = OPENSSL_TIMEOUT
 
 Mode = Literal[
     "good",  # a correct TSA (ESSCertIDv2, EC P-256 signer)
@@ -135,132 +136,38 @@ class TsaPki:
 _PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Sealgate Tests"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _make_ca(
-    name: x509.Name,
-    issuer: tuple[x509.Certificate, _PrivateKey] | None,
-    now: dt.datetime,
-    *,
-    path_length: int,
-    days: int,
-    eku: list[x509.ObjectIdentifier] | None = None,
-) -> tuple[x509.Certificate, _PrivateKey]:
-    """A CA certificate: self-signed when `issuer` is None, else under it; `eku` None leaves
-    out extendedKeyUsage (the CA/B Forum profiles let an intermediate's EKU constrain what it
-    issues)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    issuer_name, issuer_key = (name, key) if issuer is None else (issuer[0].subject, issuer[1])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(CA_KEY_USAGE, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
-    if eku is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256()), key
-
-
 def _make_signer(
     directory: Path,
     name: str,
-    issuer: tuple[x509.Certificate, _PrivateKey],
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
     chain: Path,
     *,
     eku: bool | None,  # None: no EKU; otherwise the EKU's criticality
-    not_before: dt.datetime,
-    not_after: dt.datetime,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
     use_rsa: bool = False,
 ) -> TsaSigner:
-    issuer_cert, issuer_key = issuer
+    """One TSA signer from the demo's certificate builder, its key in a 0600 file."""
     key: _PrivateKey = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
         if use_rsa
         else ec.generate_private_key(ec.SECP256R1())
     )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(f"Sealgate Test TSA ({name})"))
-        .issuer_name(issuer_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=True,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
+    cert = tsa_certificate(
+        key.public_key(),
+        pki_name(f"Sealgate Test TSA ({name})", _ORGANIZATION),
+        *issuer,
+        eku_critical=eku,
+        not_before=not_before,
+        not_after=not_after,
     )
-    if eku is not None:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=eku
-        )
-    cert = builder.sign(issuer_key, hashes.SHA256())
-    cert_path = directory / f"{name}.pem"
-    key_path = directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return TsaSigner(name=name, cert=cert_path, key=key_path, chain=chain, certificate=cert)
-
-
-def _config_section(section: str, ess_cert_id_alg: str) -> str:
-    return f"""[ {section} ]
-serial = $ENV::{_SERIAL_ENV}
-crypto_device = builtin
-signer_digest = sha256
-default_policy = {TSA_POLICY}
-other_policies = {TSA_OTHER_POLICY}
-digests = sha256, sha384, sha512
-accuracy = secs:1, millisecs:500, microsecs:100
-clock_precision_digits = 0
-ordering = no
-tsa_name = yes
-ess_cert_id_chain = no
-ess_cert_id_alg = {ess_cert_id_alg}
-"""
+    return TsaSigner(
+        name=name,
+        cert=write_pem(directory / f"{name}.pem", cert),
+        key=write_private_key(directory / f"{name}.key", key),
+        chain=chain,
+        certificate=cert,
+    )
 
 
 def make_tsa_pki(directory: Path) -> TsaPki:
@@ -268,80 +175,48 @@ def make_tsa_pki(directory: Path) -> TsaPki:
     _openssl()
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
-    root_name = _name("Sealgate Test TSA Root")
-    root = _make_ca(root_name, None, now, path_length=1, days=3650)
+    root_ca = LocalCA(name="Sealgate Test TSA Root", organization=_ORGANIZATION)
     # Same subject as the real root, different key: only a signature check catches it.
-    impostor = _make_ca(root_name, None, now, path_length=1, days=3650)
-    root_pem = directory / "tsa-root.pem"
-    untrusted_root_pem = directory / "tsa-untrusted-root.pem"
-    root_pem.write_bytes(root[0].public_bytes(serialization.Encoding.PEM))
-    untrusted_root_pem.write_bytes(impostor[0].public_bytes(serialization.Encoding.PEM))
+    impostor_ca = LocalCA(name="Sealgate Test TSA Root", organization=_ORGANIZATION)
+    root, impostor = (root_ca.root, root_ca.root_key), (impostor_ca.root, impostor_ca.root_key)
+    root_pem = write_pem(directory / "tsa-root.pem", root_ca.root)
+    untrusted_root_pem = write_pem(directory / "tsa-untrusted-root.pem", impostor_ca.root)
     config = directory / "tsa.cnf"
     config.write_text(
         "# openssl ts -reply sections; the serial file is per request, named by the environment\n"
-        + _config_section(SECTION_ESS_V2, "sha256")
+        + tsa_config_section(SECTION_ESS_V2, other_policies=TSA_OTHER_POLICY)
         + "\n"
-        + _config_section(SECTION_ESS_V1, "sha1")
+        + tsa_config_section(
+            SECTION_ESS_V1, other_policies=TSA_OTHER_POLICY, ess_cert_id_alg="sha1"
+        )
     )
-    start, end = now - dt.timedelta(days=1), now + dt.timedelta(days=365)
-    intermediate = _make_ca(
-        _name("Sealgate Test Timestamping CA 3"),
-        root,
-        now,
+    intermediate_key = ec.generate_private_key(ec.SECP256R1())
+    intermediate_cert = root_ca.intermediate(
+        "Sealgate Test Timestamping CA 3",
+        intermediate_key,
         path_length=0,
         days=1825,
         eku=[ExtendedKeyUsageOID.TIME_STAMPING],
     )
-    intermediate_pem = directory / "tsa-intermediate.pem"
-    intermediate_pem.write_bytes(intermediate[0].public_bytes(serialization.Encoding.PEM))
+    intermediate_pem = write_pem(directory / "tsa-intermediate.pem", intermediate_cert)
     chained = _make_signer(
-        directory,
-        "chained",
-        intermediate,
-        intermediate_pem,
-        eku=True,
-        not_before=start,
-        not_after=end,
+        directory, "chained", (intermediate_cert, intermediate_key), intermediate_pem, eku=True
     )
-    chained_certs_pem = directory / "tsa-chained-certs.pem"
-    chained_certs_pem.write_bytes(
-        intermediate_pem.read_bytes() + chained.certificate.public_bytes(serialization.Encoding.PEM)
+    chained_certs_pem = write_pem(
+        directory / "tsa-chained-certs.pem", intermediate_cert, chained.certificate
     )
     return TsaPki(
         directory=directory,
         root_pem=root_pem,
         untrusted_root_pem=untrusted_root_pem,
         config=config,
-        root=root[0],
-        untrusted_root=impostor[0],
-        good=_make_signer(
-            directory, "good", root, root_pem, eku=True, not_before=start, not_after=end
-        ),
-        rsa=_make_signer(
-            directory,
-            "rsa",
-            root,
-            root_pem,
-            eku=True,
-            use_rsa=True,
-            not_before=start,
-            not_after=end,
-        ),
-        no_eku=_make_signer(
-            directory, "no_eku", root, root_pem, eku=None, not_before=start, not_after=end
-        ),
-        noncritical_eku=_make_signer(
-            directory, "noncritical_eku", root, root_pem, eku=False, not_before=start, not_after=end
-        ),
-        untrusted=_make_signer(
-            directory,
-            "untrusted",
-            impostor,
-            untrusted_root_pem,
-            eku=True,
-            not_before=start,
-            not_after=end,
-        ),
+        root=root_ca.root,
+        untrusted_root=impostor_ca.root,
+        good=_make_signer(directory, "good", root, root_pem, eku=True),
+        rsa=_make_signer(directory, "rsa", root, root_pem, eku=True, use_rsa=True),
+        no_eku=_make_signer(directory, "no_eku", root, root_pem, eku=None),
+        noncritical_eku=_make_signer(directory, "noncritical_eku", root, root_pem, eku=False),
+        untrusted=_make_signer(directory, "untrusted", impostor, untrusted_root_pem, eku=True),
         expired=_make_signer(
             directory,
             "expired",
@@ -351,7 +226,7 @@ def make_tsa_pki(directory: Path) -> TsaPki:
             not_before=now - dt.timedelta(days=60),
             not_after=now - dt.timedelta(days=30),
         ),
-        intermediate=intermediate[0],
+        intermediate=intermediate_cert,
         intermediate_pem=intermediate_pem,
         chained=chained,
         chained_certs_pem=chained_certs_pem,
@@ -455,87 +330,10 @@ class TsaError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------
-# The HTTP server
+# The TSA: the demo's HTTP server (sealgate.localtsa.TsaServer) with one behaviour per mode
 
 
-class _Server(ThreadingHTTPServer):
-    """Counts connections and keeps its own handler threads so that stop() can join them."""
-
-    daemon_threads = True  # a safety net only: stop() joins every handler thread
-    block_on_close = False
-
-    def __init__(self, tsa: LocalTsa) -> None:
-        self.tsa = tsa
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(
-            target=self.process_request_thread,
-            args=(request, client_address),
-            name=f"tsa-{self.server_address[1]}-conn",
-            daemon=True,
-        )
-        self.tsa._accepted(request, thread)
-        thread.start()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Keep errors for the test instead of printing tracebacks (a client hanging up is fine)."""
-        exc = sys.exc_info()[1]
-        if exc is not None and not isinstance(exc, ConnectionError | TimeoutError):
-            self.tsa.errors.append(f"{type(exc).__name__}: {exc}")
-
-    def shutdown_request(self, request: Any) -> None:
-        self.tsa._closed(request)
-        super().shutdown_request(request)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse can be observed
-    timeout = 30  # an idle keep-alive connection is dropped after this
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the tests read counters, not logs."""
-
-    def do_GET(self) -> None:
-        self._send(405, "text/plain", b"POST an application/timestamp-query\n", {"Allow": "POST"})
-
-    def do_POST(self) -> None:
-        tsa = self.server.tsa
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit() or int(length) > _MAX_QUERY:
-            tsa._count(b"")
-            self._send(411, "text/plain", b"a Content-Length up to 64 KiB is required\n")
-            self.close_connection = True
-            return
-        body = self.rfile.read(int(length))
-        number = tsa._count(body)
-        if self.headers.get_content_type() != QUERY_CONTENT_TYPE:
-            self._send(415, "text/plain", f"send {QUERY_CONTENT_TYPE}\n".encode())
-            return
-        try:
-            status, content_type, reply = tsa._answer(body, number)
-        except Exception as exc:  # a fixture bug: answer 500 and keep it for the test to see
-            tsa.errors.append(f"{type(exc).__name__}: {exc}")
-            status, content_type, reply = 500, "text/plain", str(exc).encode()
-        self._send(status, content_type, reply)
-
-    def _send(
-        self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
-    ) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:  # the client gave up (e.g. a timed-out request to the slow TSA)
-            self.close_connection = True
-
-
-class LocalTsa:
+class LocalTsa(TsaServer):
     """A TSA on 127.0.0.1:<free port> in one `mode` (see Mode); start() / stop() or `with`.
 
     `request_count` counts POSTs, `connections` counts accepted TCP connections (so a test can
@@ -552,15 +350,12 @@ class LocalTsa:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown TSA mode {mode!r}; one of {', '.join(MODES)}")
+        super().__init__()
         self.pki = pki
         self.mode: Mode = mode
         self.delay = delay  # slow: seconds before answering
         self.failures = failures  # fail_then_ok: how many 503s first
-        self.url = ""
-        self.request_count = 0
-        self.connections = 0
         self.queries: list[bytes] = []
-        self.errors: list[str] = []
         #: The certificate that signs this TSA's tokens (None for modes that send no token).
         self.signer: TsaSigner | None = pki.good
         if mode in {"rsa", "untrusted", "no_eku", "noncritical_eku", "expired", "chained"}:
@@ -569,14 +364,8 @@ class LocalTsa:
             self.signer = pki.chained
         elif mode in {"refuse", "garbage", "http_error", "rejection", "no_token"}:
             self.signer = None
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._serials = itertools.count(secrets.randbits(62) + 1)
-        self._server: _Server | None = None
-        self._serve_thread: threading.Thread | None = None
         self._placeholder: socket.socket | None = None
-        self._open: set[Any] = set()
-        self._threads: list[threading.Thread] = []
         self._work: tempfile.TemporaryDirectory[str] | None = None
 
     # lifecycle ---------------------------------------------------------------------------
@@ -591,71 +380,20 @@ class LocalTsa:
             self.url = f"http://127.0.0.1:{self._placeholder.getsockname()[1]}/"
             return self
         self._work = tempfile.TemporaryDirectory(prefix="tsa-", dir=self.pki.directory)
-        self._server = _Server(self)
-        port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{port}/"
-        self._serve_thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"tsa-{port}-serve",
-            daemon=True,
-        )
-        self._serve_thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
-        """Stop serving, drop open keep-alive connections, wake sleepers and join every thread."""
+        """Stop serving (joining every thread) and remove the per-request work folder."""
         self._stopping.set()
         if self._placeholder is not None:
             self._placeholder.close()
             self._placeholder = None
-        if self._server is not None:
-            self._server.shutdown()
-            with self._lock:
-                still_open = list(self._open)
-            for conn in still_open:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self._server.server_close()
-            if self._serve_thread is not None:
-                self._serve_thread.join(timeout=10)
-            for thread in self.threads():
-                thread.join(timeout=10)
-            self._server = None
+        super().stop()
         if self._work is not None:
             self._work.cleanup()
             self._work = None
 
-    def threads(self) -> list[threading.Thread]:
-        """This TSA's threads that are still alive (empty after stop())."""
-        with self._lock:
-            alive = [t for t in self._threads if t.is_alive()]
-        if self._serve_thread is not None and self._serve_thread.is_alive():
-            alive.append(self._serve_thread)
-        return alive
-
-    def __enter__(self) -> LocalTsa:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # server callbacks --------------------------------------------------------------------
-
-    def _accepted(self, conn: Any, thread: threading.Thread) -> None:
-        with self._lock:
-            self.connections += 1
-            self._open.add(conn)
-            self._threads = [t for t in self._threads if t.is_alive()]
-            self._threads.append(thread)
-
-    def _closed(self, conn: Any) -> None:
-        with self._lock:
-            self._open.discard(conn)
-
-    def _count(self, body: bytes) -> int:
+    def received(self, body: bytes) -> int:
         with self._lock:
             self.request_count += 1
             self.queries.append(body)
@@ -663,7 +401,7 @@ class LocalTsa:
 
     # answers -----------------------------------------------------------------------------
 
-    def _answer(self, query: bytes, number: int) -> tuple[int, str, bytes]:
+    def answer(self, query: bytes, number: int) -> tuple[int, str, bytes]:
         """Status, content type and body for the `number`-th request in this mode."""
         mode = self.mode
         if mode == "http_error":
@@ -718,22 +456,10 @@ class LocalTsa:
         assert self._work is not None
         with self._lock:
             serial = next(self._serials)
-        with tempfile.TemporaryDirectory(dir=self._work.name) as tmp:
-            work = Path(tmp)
-            hex_serial = f"{serial:X}"
-            (work / "serial").write_text(hex_serial.zfill(len(hex_serial) + len(hex_serial) % 2))
-            (work / "query.tsq").write_bytes(query)
-            cmd = [_openssl(), "ts", "-reply", "-config", str(self.pki.config)]
-            cmd += ["-section", section, "-queryfile", str(work / "query.tsq")]
-            cmd += ["-signer", str(signer.cert), "-inkey", str(signer.key)]
-            cmd += ["-chain", str(signer.chain), "-out", str(work / "reply.tsr")]
-            env = {**os.environ, _SERIAL_ENV: str(work / "serial")}
-            result = subprocess.run(
-                cmd, capture_output=True, text=True, env=env, check=False, timeout=_OPENSSL_TIMEOUT
-            )
-            if result.returncode != 0:
-                raise TsaError(f"openssl ts -reply failed: {result.stderr.strip()}")
-            return (work / "reply.tsr").read_bytes()
+        return openssl_ts_reply(
+            query, config=self.pki.config, section=section, cert=signer.cert, key=signer.key,
+            chain=signer.chain, serial=serial, workdir=Path(self._work.name),
+        )  # fmt: skip
 
     def _resign(self, reply_der: bytes, signer: TsaSigner) -> bytes:
         """Re-sign openssl's TSTInfo with a certificate `openssl ts -reply` refuses to use.
