@@ -32,7 +32,7 @@ from signer.cmsverify import (
 )
 from signer.digest import digest_file
 from signer.errors import ConfigError, SignerError, VerificationError
-from signer.files import CRL_LIMIT, SIGNATURE_LIMIT, file_kind, read_capped
+from signer.files import CRL_LIMIT, SIGNATURE_LIMIT, file_kind, path_error, read_capped
 from signer.sign import SIGNATURE_SUFFIX
 from signer.timestamp import TimestampToken, verify_token
 
@@ -143,11 +143,7 @@ def _check_artifact(artifact: Path) -> None:
             field="artifacts",
         ) from None
     except OSError as exc:
-        raise ConfigError(
-            f"{artifact}: cannot use the artifact path ({exc.strerror})",
-            code="path-error",
-            field="artifacts",
-        ) from None
+        raise path_error(artifact, exc, "use the artifact path", field="artifacts") from None
     if stat.S_ISDIR(info.st_mode):
         raise ConfigError(
             f"{artifact}: is a directory, not a file (verify the files inside it)",
@@ -171,10 +167,8 @@ def _signature_present(artifact: Path, signature: Path) -> None:
             f"{artifact}: unsigned ({signature} missing)", code="unsigned"
         ) from None
     except OSError as exc:
-        raise ConfigError(
-            f"signature {signature}: cannot use the path ({exc.strerror})",
-            code="path-error",
-            field="signature_dir",
+        raise path_error(
+            f"signature {signature}", exc, "use the path", field="signature_dir"
         ) from None
 
 
@@ -462,7 +456,7 @@ def _reason(revoked: x509.RevokedCertificate) -> x509.ReasonFlags | None:
 
 
 def load_crl(path: Path) -> x509.CertificateRevocationList:
-    data = read_capped(path, what="CRL", limit=CRL_LIMIT)
+    data = read_capped(path, what="CRL", limit=CRL_LIMIT, field="crl")
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_crl(data)

@@ -72,6 +72,7 @@ def test_control_the_signed_artifact_verifies(release: Release) -> None:
     assert entry["verified"] is True and entry["code"] is None
 
 
+@pytest.mark.slow
 def test_a_missing_signature_is_a_failure_named_unsigned(release: Release) -> None:
     other = release.lab.tmp / "never-signed.bin"
     other.write_bytes(b"not signed\n")
@@ -81,6 +82,7 @@ def test_a_missing_signature_is_a_failure_named_unsigned(release: Release) -> No
     assert f"unsigned ({other}.p7s missing)" in line
 
 
+@pytest.mark.slow
 def test_a_missing_artifact_is_an_input_error_naming_it(release: Release) -> None:
     missing = release.lab.tmp / "app-2.1.tar.gz"
     code, entry, line = _judged(release, missing)
@@ -101,6 +103,7 @@ def test_a_dangling_symlink_is_a_missing_artifact_and_says_so(release: Release) 
     assert "(a symbolic link to a missing file)" in line
 
 
+@pytest.mark.slow
 def test_a_directory_is_not_a_file_and_never_unsigned(release: Release) -> None:
     folder = release.lab.tmp / "dist"
     folder.mkdir()
@@ -175,6 +178,7 @@ def test_a_signature_dir_that_is_a_file_is_a_path_error(release: Release) -> Non
     )
 
 
+@pytest.mark.slow
 def test_the_batch_exit_code_is_the_worst_and_every_artifact_is_reported(
     release: Release,
 ) -> None:
@@ -188,3 +192,47 @@ def test_the_batch_exit_code_is_the_worst_and_every_artifact_is_reported(
     assert (report["verified"], report["failed"]) == (1, 2)
     code, report = release.report(release.good, unsigned)
     assert code == 1
+
+
+def _error(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The --json error document of a command that failed as a whole."""
+    document: dict[str, Any] = json.loads(result.stdout)["error"]
+    return document
+
+
+@pytest.mark.parametrize("option", ["--trust-roots", "--tsa-roots", "--crl"])
+@pytest.mark.parametrize(
+    ("shape", "reason"),
+    [("long", "(File name too long)"), ("enotdir", "(Not a directory)")],
+)
+def test_an_os_error_on_a_trust_file_is_a_path_error_naming_it(
+    release: Release, option: str, shape: str, reason: str
+) -> None:
+    bad = (
+        release.lab.tmp / ("c" * 300 + ".pem")
+        if shape == "long"
+        else release.good / "roots.pem"  # a file used as a folder
+    )
+    args: list[str | Path] = ["verify", "--trust-roots", release.roots]
+    if option == "--trust-roots":
+        args = ["verify", "--trust-roots", bad]
+    else:
+        args += [option, bad]
+    result = sealgate(*args, release.good)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("sealgate: error: [path-error] ") and str(bad) in line, line
+    assert line.endswith(reason), line
+    error = _error(sealgate(*args[:1], "--json", *args[1:], release.good))
+    assert error["code"] == "path-error" and str(bad) in error["message"]
+
+
+def test_a_crl_that_is_no_crl_is_an_input_error_with_its_code(release: Release) -> None:
+    bogus = release.lab.tmp / "revoked.crl"
+    bogus.write_bytes(b"not a CRL\n")
+    result = release.verify("--json", "--crl", bogus, release.good)
+    assert result.returncode == 2
+    error = _error(result)
+    assert error["code"] == "malformed-crl" and error["field"] == "crl"
+    assert f"CRL {bogus}: not a PEM or DER CRL" in error["message"]
