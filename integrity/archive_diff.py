@@ -12,7 +12,6 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
-import hashlib
 import io
 import lzma
 import os
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from integrity.files import sha256_stream
+
 #: At most this many lines of member differences per artifact (then "... and N more").
 MAX_LINES = 50
 #: diffoscope is stopped after this many seconds and its report cut to this many characters.
@@ -42,6 +43,8 @@ MAX_UNPACKED = 2 << 30
 MAX_MEMBERS = 200_000
 
 _CHUNK = 1 << 20
+#: The sha256 of no bytes: a tar member that is not a regular file has no content.
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tbz")
 _ZIP_SUFFIXES = (".zip", ".whl", ".jar", ".war", ".ear", ".apk", ".aar", ".egg", ".nupkg")
 
@@ -180,13 +183,13 @@ def _zip_members(path: Path) -> tuple[dict[str, Member], list[str]]:
         for info in infos:
             name = _unique(info.filename, members)
             with archive.open(info) as stream:
-                digest = _sha256(stream)
+                digest = sha256_stream(stream)
             meta = (
                 ("mtime", "{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}".format(*info.date_time)),
                 ("mode", _mode(info.external_attr >> 16)),
                 ("compression", str(info.compress_type)),
             )
-            members[name] = Member(info.file_size, digest.hexdigest(), meta)
+            members[name] = Member(info.file_size, digest, meta)
             order.append(name)
     return members, order
 
@@ -200,7 +203,7 @@ def _tar_members(path: Path) -> tuple[dict[str, Member], list[str]]:
                 raise ArchiveTooLargeError(f"more than {MAX_MEMBERS} members")
             name = _unique(info.name, members)
             stream = archive.extractfile(info) if info.isfile() else None
-            digest = _sha256(stream) if stream is not None else hashlib.sha256()
+            digest = sha256_stream(stream) if stream is not None else EMPTY_SHA256
             meta: tuple[tuple[str, str], ...] = (
                 ("type", _tar_type(info)),
                 ("mtime", str(int(info.mtime))),
@@ -208,7 +211,7 @@ def _tar_members(path: Path) -> tuple[dict[str, Member], list[str]]:
                 ("owner", f"{info.uid}:{info.gid} ({info.uname or '-'}:{info.gname or '-'})"),
                 ("link", info.linkname or "-"),
             )
-            members[name] = Member(info.size, digest.hexdigest(), meta)
+            members[name] = Member(info.size, digest, meta)
             order.append(name)
     return members, order
 
@@ -289,13 +292,6 @@ def _show(text: str) -> str:
     if text.isprintable():
         return text
     return repr(text)[1:-1]
-
-
-def _sha256(stream: IO[bytes]) -> hashlib._Hash:
-    digest = hashlib.sha256()
-    while chunk := stream.read(_CHUNK):
-        digest.update(chunk)
-    return digest
 
 
 def _iter_tar(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:

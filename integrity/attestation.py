@@ -64,6 +64,12 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+class StatementError(InputError):
+    """An attestation statement that is not the strict in-toto VSA we write (exit 2)."""
+
+    code = "statement-invalid"
+
+
 def _verifier_version() -> str:
     """The installed distribution's version: integrity may not import `sealgate` itself."""
     try:
@@ -170,41 +176,41 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise InputError(f"{key}: duplicate field in the statement")
+            raise StatementError(f"{key}: duplicate field in the statement")
         result[key] = value
     return result
 
 
 def _reject_constant(token: str) -> None:
-    raise InputError(f"statement holds {token}, which is not JSON")
+    raise StatementError(f"statement holds {token}, which is not JSON")
 
 
 def _field(parent: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
     if name not in parent:
-        raise InputError(f"{where}{name}: missing")
+        raise StatementError(f"{where}{name}: missing")
     value = parent[name]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InputError(f"{where}{name}: expected {kind.__name__}, got {type(value).__name__}")
+        raise StatementError(f"{where}{name}: expected {kind.__name__}, got {type(value).__name__}")
     return value
 
 
 def _digest_set(value: Any, where: str) -> None:
     if not isinstance(value, dict) or not value:
-        raise InputError(f"{where}: expected a non-empty digest set")
+        raise StatementError(f"{where}: expected a non-empty digest set")
     for algorithm, hexdigest in value.items():
         if not isinstance(hexdigest, str) or not _HEX.fullmatch(hexdigest):
-            raise InputError(f"{where}.{algorithm}: not lowercase hex")
+            raise StatementError(f"{where}.{algorithm}: not lowercase hex")
     if "sha256" in value and not _SHA256_HEX.fullmatch(value["sha256"]):
-        raise InputError(f"{where}.sha256: not 64 hex digits")
+        raise StatementError(f"{where}.sha256: not 64 hex digits")
 
 
 def _timestamp(value: str, where: str) -> None:
     try:
         moment = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise InputError(f"{where}: {value!r} is not an RFC 3339 timestamp") from None
+        raise StatementError(f"{where}: {value!r} is not an RFC 3339 timestamp") from None
     if moment.tzinfo is None:
-        raise InputError(f"{where}: {value!r} has no timezone")
+        raise StatementError(f"{where}: {value!r} has no timezone")
 
 
 def _printable_strings(value: Any, where: str, depth: int = 0) -> None:
@@ -213,7 +219,9 @@ def _printable_strings(value: Any, where: str, depth: int = 0) -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise InputError(f"{where}: holds an unpaired surrogate (not Unicode text)") from None
+            raise StatementError(
+                f"{where}: holds an unpaired surrogate (not Unicode text)"
+            ) from None
     elif isinstance(value, dict):
         for key, item in value.items():
             _printable_strings(key, where, depth + 1)
@@ -234,27 +242,27 @@ def parse_vsa(payload: bytes) -> dict[str, Any]:
             payload, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
         )
     except (ValueError, RecursionError) as exc:
-        raise InputError(f"statement: not JSON ({exc})") from None
+        raise StatementError(f"statement: not JSON ({exc})") from None
     if not isinstance(statement, dict):
-        raise InputError("statement: expected a JSON object")
+        raise StatementError("statement: expected a JSON object")
     try:
         _printable_strings(statement, "statement")
     except RecursionError:
-        raise InputError("statement: nested too deeply") from None
+        raise StatementError("statement: nested too deeply") from None
     if _field(statement, "_type", str, "") != STATEMENT_TYPE:
-        raise InputError(f"_type: {statement['_type']!r} is not {STATEMENT_TYPE}")
+        raise StatementError(f"_type: {statement['_type']!r} is not {STATEMENT_TYPE}")
     subjects = _field(statement, "subject", list, "")
     if not subjects:
-        raise InputError("subject: empty")
+        raise StatementError("subject: empty")
     for index, subject in enumerate(subjects):
         if not isinstance(subject, dict):
-            raise InputError(f"subject[{index}]: expected an object")
+            raise StatementError(f"subject[{index}]: expected an object")
         _field(subject, "name", str, f"subject[{index}].")
         _digest_set(
             _field(subject, "digest", dict, f"subject[{index}]."), f"subject[{index}].digest"
         )
     if _field(statement, "predicateType", str, "") != VSA_PREDICATE_TYPE:
-        raise InputError(
+        raise StatementError(
             f"predicateType: {statement['predicateType']!r} is not {VSA_PREDICATE_TYPE}"
         )
     predicate = _field(statement, "predicate", dict, "")
@@ -268,31 +276,33 @@ def parse_vsa(payload: bytes) -> dict[str, Any]:
         _digest_set(policy["digest"], "predicate.policy.digest")
     attestations = predicate.get("inputAttestations", [])
     if not isinstance(attestations, list):
-        raise InputError("predicate.inputAttestations: expected list")
+        raise StatementError("predicate.inputAttestations: expected list")
     for index, attestation in enumerate(attestations):
         where = f"predicate.inputAttestations[{index}]"
         if not isinstance(attestation, dict):
-            raise InputError(f"{where}: expected an object")
+            raise StatementError(f"{where}: expected an object")
         _digest_set(_field(attestation, "digest", dict, f"{where}."), f"{where}.digest")
     result = _field(predicate, "verificationResult", str, "predicate.")
     if result not in ("PASSED", "FAILED"):
-        raise InputError(f"predicate.verificationResult: {result!r} is not PASSED or FAILED")
+        raise StatementError(f"predicate.verificationResult: {result!r} is not PASSED or FAILED")
     levels = _field(predicate, "verifiedLevels", list, "predicate.")
     if not all(isinstance(level, str) for level in levels):
-        raise InputError("predicate.verifiedLevels: every level must be a string")
+        raise StatementError("predicate.verifiedLevels: every level must be a string")
     if result == "PASSED" and FAILED in levels:
-        raise InputError("predicate.verifiedLevels: FAILED in a PASSED summary")
+        raise StatementError("predicate.verifiedLevels: FAILED in a PASSED summary")
     if "dependencyLevels" in predicate:
         dependencies = _field(predicate, "dependencyLevels", dict, "predicate.")
         for level, count in dependencies.items():
             if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-                raise InputError(f"predicate.dependencyLevels.{level}: not a count")
+                raise StatementError(f"predicate.dependencyLevels.{level}: not a count")
     if "slsaVersion" in predicate:
         _field(predicate, "slsaVersion", str, "predicate.")
     if EXTENSION_KEY in predicate:
         extension = _field(predicate, EXTENSION_KEY, dict, "predicate.")
         check = _field(extension, "check", str, f"predicate.{EXTENSION_KEY}.")
         if check not in CHECKS:
-            raise InputError(f"predicate.{EXTENSION_KEY}.check: {check!r} is not a Sealgate check")
+            raise StatementError(
+                f"predicate.{EXTENSION_KEY}.check: {check!r} is not a Sealgate check"
+            )
         _field(extension, "commit", str, f"predicate.{EXTENSION_KEY}.")
     return statement

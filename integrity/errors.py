@@ -41,6 +41,12 @@ class InputError(IntegrityError):
     code = "bad-input"
 
 
+class PolicyError(InputError):
+    """A policy, a key it lists, or a policy being imported, that cannot be used (exit 2)."""
+
+    code = "policy-invalid"
+
+
 class SignatureError(IntegrityError):
     """A commit or tag signature that does not verify; `reason` is what the report shows."""
 

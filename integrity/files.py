@@ -10,6 +10,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import IO
 
 from integrity.errors import InputError
 
@@ -24,31 +25,46 @@ def read_regular(path: Path, *, what: str, limit: int) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise InputError(f"{what} {path}: cannot open ({exc.strerror})") from None
+        raise InputError(
+            f"{what} {path}: cannot open ({exc.strerror})", code="path-error"
+        ) from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise InputError(f"{what} {path}: not a regular file (mode {stat.filemode(mode)})")
+            raise InputError(
+                f"{what} {path}: not a regular file (mode {stat.filemode(mode)})",
+                code="not-a-file",
+            )
         with os.fdopen(os.dup(fd), "rb") as stream:
             data = stream.read(limit + 1)
     except OSError as exc:
-        raise InputError(f"{what} {path}: cannot read ({exc.strerror})") from None
+        raise InputError(
+            f"{what} {path}: cannot read ({exc.strerror})", code="path-error"
+        ) from None
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise InputError(f"{what} {path}: larger than the {limit} bytes allowed")
+        raise InputError(
+            f"{what} {path}: larger than the {limit} bytes allowed", code="file-too-large"
+        )
     return data
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in chunks: the one file hash of the integrity checks."""
+def sha256_stream(stream: IO[bytes]) -> str:
+    """Hex sha256 of a stream read to its end in chunks (a file, an archive member)."""
     digest = hashlib.sha256()
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes: the one file hash of the integrity checks (git blob ids
+    are hashed by the tree proof, with git's header)."""
     try:
         with path.open("rb") as stream:
-            while chunk := stream.read(_CHUNK):
-                digest.update(chunk)
+            return sha256_stream(stream)
     except OSError as exc:
         raise InputError(
             f"{path}: cannot read ({exc.strerror})", code="path-error", field="artifacts"
         ) from None
-    return digest.hexdigest()

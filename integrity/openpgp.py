@@ -21,6 +21,7 @@ import pysequoia
 
 from integrity.errors import (
     InputError,
+    PolicyError,
     SignatureError,
     UnknownKeyError,
     UnsupportedSignatureError,
@@ -156,25 +157,25 @@ def load_openpgp_keys(text_or_bytes: str | bytes, *, where: str) -> list[OpenPgp
     if not data.strip():
         return []
     if b"PRIVATE KEY BLOCK" in data:
-        raise InputError(f"{where}: is a secret key; give the public key")
+        raise PolicyError(f"{where}: is a secret key; give the public key")
     try:
         certs = pysequoia.Cert.split_bytes(data)
         keys = []
         for cert in certs:
             if _has_secrets(cert):
-                raise InputError(f"{where}: is a secret key; give the public key")
+                raise PolicyError(f"{where}: is a secret key; give the public key")
             keys.append(_from_cert(cert))
     except InputError:
         raise
     except _NEVER_WRAP:
         raise
     except BaseException as exc:  # pysequoia: RuntimeError, or pyo3's PanicException
-        raise InputError(
+        raise PolicyError(
             f"{where}: not an OpenPGP public key: {_first_line(exc)}",
             hint="export it with `gpg --armor --export FINGERPRINT`",
         ) from None
     if not keys:
-        raise InputError(f"{where}: holds no OpenPGP certificate")
+        raise PolicyError(f"{where}: holds no OpenPGP certificate")
     return keys
 
 
@@ -182,9 +183,9 @@ def load_openpgp_key(text_or_bytes: str | bytes, *, where: str) -> OpenPgpKey:
     """Exactly one armored public certificate (primary key with its subkeys and user IDs)."""
     keys = load_openpgp_keys(text_or_bytes, where=where)
     if not keys:
-        raise InputError(f"{where}: holds no OpenPGP certificate")
+        raise PolicyError(f"{where}: holds no OpenPGP certificate")
     if len(keys) > 1:
-        raise InputError(
+        raise PolicyError(
             f"{where}: holds {len(keys)} certificates; give exactly one",
             hint=", ".join(key.fingerprint for key in keys),
         )
@@ -228,7 +229,7 @@ class OpenPgpKeyring:
                 except _NEVER_WRAP:
                     raise
                 except BaseException as exc:
-                    raise InputError(
+                    raise PolicyError(
                         f"cannot merge two copies of {key.fingerprint}: {_first_line(exc)}"
                     ) from None
         self._by_primary: dict[str, OpenPgpKey] = {k.lower(): v for k, v in merged.items()}
@@ -244,7 +245,7 @@ class OpenPgpKeyring:
             except _NEVER_WRAP:
                 raise
             except BaseException as exc:
-                raise InputError(f"cannot read {key.fingerprint}: {_first_line(exc)}") from None
+                raise PolicyError(f"cannot read {key.fingerprint}: {_first_line(exc)}") from None
             if revoked:
                 self._revoked.add(primary)
             for part in self._parts[primary]:
@@ -718,43 +719,43 @@ def parse_sequoia_policy(text: str, *, source: str) -> list[PolicyAuthorization]
     try:
         doc = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as exc:  # nesting deep enough to recurse
-        raise InputError(f"{source}: not valid TOML: {exc}") from None
+        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
     version = doc.get("version")
     if version != 0 or isinstance(version, bool):
-        raise InputError(
+        raise PolicyError(
             f"{source}: unsupported policy version {version!r}",
             hint="only sequoia-git's `version = 0` is understood",
         )
     goodlist = doc.get("commit_goodlist", [])
     if not isinstance(goodlist, list) or not all(isinstance(c, str) for c in goodlist):
-        raise InputError(f"{source}: commit_goodlist must be a list of commit ids")
+        raise PolicyError(f"{source}: commit_goodlist must be a list of commit ids")
     unknown_top = sorted(set(doc) - {"version", "commit_goodlist", "authorization"})
     if unknown_top:
-        raise InputError(f"{source}: unknown top-level key(s): {', '.join(unknown_top)}")
+        raise PolicyError(f"{source}: unknown top-level key(s): {', '.join(unknown_top)}")
     tables = doc.get("authorization", {})
     if not isinstance(tables, dict):
-        raise InputError(f"{source}: `authorization` must be a table of tables")
+        raise PolicyError(f"{source}: `authorization` must be a table of tables")
     out: list[PolicyAuthorization] = []
     for name, table in tables.items():
         where = f"{source}: authorization.{name}"
         if not isinstance(table, dict):
-            raise InputError(f"{where}: must be a table")
+            raise PolicyError(f"{where}: must be a table")
         rights: set[str] = set()
         for key, value in table.items():
             if key == "keyring":
                 continue
             if key not in SEQUOIA_RIGHTS:
-                raise InputError(
+                raise PolicyError(
                     f"{where}: unknown key {key!r}",
                     hint=f"known rights: {', '.join(sorted(SEQUOIA_RIGHTS))}",
                 )
             if not isinstance(value, bool):
-                raise InputError(f"{where}: {key} must be true or false")
+                raise PolicyError(f"{where}: {key} must be true or false")
             if value:
                 rights.add(key)
         keyring = table.get("keyring", "")
         if not isinstance(keyring, str):
-            raise InputError(f"{where}: keyring must be a string of armored certificates")
+            raise PolicyError(f"{where}: keyring must be a string of armored certificates")
         keys = tuple(load_openpgp_keys(keyring, where=f"{where}.keyring"))
         out.append(PolicyAuthorization(name=name, keys=keys, rights=frozenset(rights)))
     return out

@@ -14,7 +14,7 @@ from typing import Any
 import pathspec
 import yaml
 
-from integrity.errors import InputError
+from integrity.errors import InputError, PolicyError
 from integrity.files import KEY_FILE_LIMIT, POLICY_LIMIT, read_regular
 from integrity.openpgp import OpenPgpKey, OpenPgpKeyring, load_openpgp_key
 from integrity.sshsig import SshPublicKey, parse_public_key
@@ -80,6 +80,12 @@ YAML_MAX_SCALAR = 256 * 1024
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
+class YamlError(InputError):
+    """A YAML document (a policy, a run config) that is not the strict YAML we read."""
+
+    code = "yaml-invalid"
+
+
 class LinedDict(dict[str, Any]):
     """A YAML mapping that remembers its own line and each key's line, outside its keys.
 
@@ -110,17 +116,17 @@ class _StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise InputError(
+            raise YamlError(
                 f"{self.source} line {mark.line + 1}: YAML aliases (*name) are not allowed"
             )
         self._nodes += 1
         if self._nodes > YAML_MAX_NODES:
-            raise InputError(f"{self.source}: more than {YAML_MAX_NODES} YAML nodes")
+            raise YamlError(f"{self.source}: more than {YAML_MAX_NODES} YAML nodes")
         self._depth += 1
         try:
             if self._depth > YAML_MAX_DEPTH:
                 mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                raise InputError(
+                raise YamlError(
                     f"{self.source} line {mark.line + 1}: nested deeper than {YAML_MAX_DEPTH}"
                 )
             return super().compose_node(parent, index)
@@ -133,18 +139,18 @@ class _StrictLoader(yaml.SafeLoader):
 
     def construct_scalar(self, node: yaml.ScalarNode) -> Any:  # type: ignore[override]
         if len(node.value) > YAML_MAX_SCALAR:
-            raise InputError(
+            raise YamlError(
                 f"{self.source} line {_line(node)}: a value longer than {YAML_MAX_SCALAR} characters"
             )
         if any("\ud800" <= c <= "\udfff" for c in node.value):  # "\ud800" is valid YAML
-            raise InputError(f"{self.source} line {_line(node)}: an unpaired surrogate escape")
+            raise YamlError(f"{self.source} line {_line(node)}: an unpaired surrogate escape")
         return super().construct_scalar(node)
 
 
 def _strict_mapping(loader: _StrictLoader, node: yaml.Node) -> LinedDict:
     where = f"{loader.source} line {_line(node)}"
     if not isinstance(node, yaml.MappingNode):
-        raise InputError(f"{where}: expected a mapping")
+        raise YamlError(f"{where}: expected a mapping")
     mapping = LinedDict()
     mapping.line = _line(node)
     mapping.key_lines = {}
@@ -153,12 +159,12 @@ def _strict_mapping(loader: _StrictLoader, node: yaml.Node) -> LinedDict:
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
             kind = key_node.tag.rsplit(":", 1)[-1]
             shown = "a merge key <<" if kind == "merge" else f"!!{kind}"
-            raise InputError(f"{key_where}: mapping keys must be plain strings, not {shown}")
+            raise YamlError(f"{key_where}: mapping keys must be plain strings, not {shown}")
         key = loader.construct_scalar(key_node)
         if not isinstance(key, str):
-            raise InputError(f"{key_where}: mapping keys must be plain strings")
+            raise YamlError(f"{key_where}: mapping keys must be plain strings")
         if key in mapping:
-            raise InputError(
+            raise YamlError(
                 f"{key_where}: duplicate key {key!r} (first on line {mapping.key_lines[key]})",
                 hint="YAML keeps the last one silently; a reviewer reads the first",
             )
@@ -169,7 +175,7 @@ def _strict_mapping(loader: _StrictLoader, node: yaml.Node) -> LinedDict:
 
 def _refuse_tag(loader: _StrictLoader, node: yaml.Node) -> Any:
     tag = node.tag.rsplit(":", 1)[-1]
-    raise InputError(f"{loader.source} line {_line(node)}: YAML type !!{tag} is not allowed")
+    raise YamlError(f"{loader.source} line {_line(node)}: YAML type !!{tag} is not allowed")
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
@@ -187,19 +193,19 @@ def load_yaml(text: bytes | str, *, source: str) -> Any:
         loader.source = source
         return loader.get_single_data()
     except yaml.reader.ReaderError as exc:
-        raise InputError(
+        raise YamlError(
             f"{source}: not valid YAML (character #x{exc.character:x} at offset {exc.position})"
         ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise InputError(f"{source}{line}: not valid YAML ({problem})") from None
+        raise YamlError(f"{source}{line}: not valid YAML ({problem})") from None
     except (ValueError, TypeError, OverflowError, AttributeError, RecursionError) as exc:
         # odd scalars: `!!timestamp 2026-13-45`, an int of 10**5 digits, `!!binary` garbage
         mark = getattr(loader, "_last_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{source}{line}: unreadable YAML value ({type(exc).__name__})") from None
+        raise YamlError(f"{source}{line}: unreadable YAML value ({type(exc).__name__})") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -215,7 +221,7 @@ def load_policy_file(path: Path, *, what: str = "policy") -> Policy:
     def key_file(relative: str) -> bytes:
         candidate = path.parent / relative
         if Path(relative).is_absolute() or not candidate.resolve().is_relative_to(folder):
-            raise InputError(f"outside the policy's folder {path.parent}")
+            raise PolicyError(f"outside the policy's folder {path.parent}")
         return read_regular(candidate, what="key file", limit=KEY_FILE_LIMIT)
 
     return load_policy(text, source=str(path), read_file=key_file)
@@ -225,14 +231,14 @@ def load_policy(text: bytes, *, source: str, read_file: Callable[[str], bytes]) 
     """Parse and validate a policy; `read_file` reads key files relative to the policy."""
     document = load_yaml(text, source=source)
     if not isinstance(document, LinedDict):
-        raise InputError(f"{source} line 1: a policy is a mapping with `version` and `signers`")
+        raise PolicyError(f"{source} line 1: a policy is a mapping with `version` and `signers`")
     version = document.get("version")
     if type(version) is not int or version != 1:  # `version: true` equals 1 in Python
-        raise InputError(f"{source} line {document.line_of('version')}: `version: 1` is required")
+        raise PolicyError(f"{source} line {document.line_of('version')}: `version: 1` is required")
     unknown = set(document) - {"version", "signers", "rules", "forge"}
     if unknown:
         first = sorted(unknown)[0]
-        raise InputError(
+        raise PolicyError(
             f"{source} line {document.line_of(first)}: unknown top-level field {first!r}"
         )
     consulted: list[bytes] = []
@@ -283,7 +289,7 @@ def _string_list(value: Any, where: str, field: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InputError(f"{where}: `{field}` must be a list of strings")
+        raise PolicyError(f"{where}: `{field}` must be a list of strings")
     return value
 
 
@@ -295,35 +301,35 @@ def _signers(
     value: Any, where_list: str, source: str, read_file: Callable[[str], bytes]
 ) -> list[Signer]:
     if not isinstance(value, list) or not value:
-        raise InputError(f"{where_list}: `signers` must be a non-empty list")
+        raise PolicyError(f"{where_list}: `signers` must be a non-empty list")
     signers: list[Signer] = []
     names: set[str] = set()
     for item in value:
         if not isinstance(item, LinedDict):
-            raise InputError(f"{where_list}: each signer is a mapping with a `name`")
+            raise PolicyError(f"{where_list}: each signer is a mapping with a `name`")
         where = _where(source, item)
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise InputError(f"{_field_where(source, item, 'name')}: each signer needs a `name`")
+            raise PolicyError(f"{_field_where(source, item, 'name')}: each signer needs a `name`")
         if len(name) > MAX_NAME or not name.isprintable():
-            raise InputError(
+            raise PolicyError(
                 f"{_field_where(source, item, 'name')}: a signer name is printable and at most "
                 f"{MAX_NAME} characters"
             )
         if name in names:
-            raise InputError(f"{where}: signer {name!r} appears twice")
+            raise PolicyError(f"{where}: signer {name!r} appears twice")
         names.add(name)
         unknown = set(item) - {"name", "roles", "ssh", "openpgp"}
         if unknown:
             first = sorted(unknown)[0]
-            raise InputError(
+            raise PolicyError(
                 f"{_field_where(source, item, first)}: signer {name!r} has unknown field {first!r}"
             )
         roles = _string_list(
             item.get("roles", [DEFAULT_ROLE]), _field_where(source, item, "roles"), "roles"
         )
         if any(len(role) > MAX_NAME or not role.isprintable() for role in roles):
-            raise InputError(
+            raise PolicyError(
                 f"{_field_where(source, item, 'roles')}: a role is printable and at most "
                 f"{MAX_NAME} characters"
             )
@@ -338,7 +344,7 @@ def _signers(
             for i, entry in enumerate(_string_list(item.get("openpgp"), pgp_where, "openpgp"))
         ]
         if not ssh and not openpgp:
-            raise InputError(f"{where}: signer {name!r} has no `ssh` or `openpgp` key")
+            raise PolicyError(f"{where}: signer {name!r} has no `ssh` or `openpgp` key")
         signers.append(Signer(name, frozenset(roles), tuple(ssh), tuple(openpgp)))
     return signers
 
@@ -349,37 +355,37 @@ def _openpgp_key(entry: str, where: str, read_file: Callable[[str], bytes]) -> O
     try:
         data = read_file(entry)
     except (OSError, KeyError, ValueError):
-        raise InputError(f"{where}: key file {entry!r} not found beside the policy") from None
+        raise PolicyError(f"{where}: key file {entry!r} not found beside the policy") from None
     except InputError as exc:  # a FIFO, a device, too big, outside the repository: say which
-        raise InputError(f"{where}: key file {entry!r}: {exc.message}") from None
+        raise PolicyError(f"{where}: key file {entry!r}: {exc.message}") from None
     return load_openpgp_key(data, where=f"{where} ({entry})")
 
 
 def _rules(value: Any, where_list: str, source: str, roles: set[str]) -> list[Rule]:
     if not isinstance(value, list):
-        raise InputError(f"{where_list}: `rules` must be a list")
+        raise PolicyError(f"{where_list}: `rules` must be a list")
     rules: list[Rule] = []
     for item in value:
         if not isinstance(item, LinedDict):
-            raise InputError(f"{where_list}: each rule is a mapping with `paths` and `require`")
+            raise PolicyError(f"{where_list}: each rule is a mapping with `paths` and `require`")
         where = _where(source, item)
         unknown = set(item) - {"paths", "require"}
         if unknown:
             first = sorted(unknown)[0]
-            raise InputError(f"{_field_where(source, item, first)}: unknown rule field {first!r}")
+            raise PolicyError(f"{_field_where(source, item, first)}: unknown rule field {first!r}")
         patterns = _string_list(item.get("paths"), _field_where(source, item, "paths"), "paths")
         require = item.get("require")
         if not patterns or not isinstance(require, str):
-            raise InputError(f"{where}: each rule needs `paths` and a `require` role")
+            raise PolicyError(f"{where}: each rule needs `paths` and a `require` role")
         if require not in roles:
-            raise InputError(
+            raise PolicyError(
                 f"{where}: rule requires role {require!r}, which no signer holds",
                 hint="add the role to a signer, or fix the rule",
             )
         try:
             spec = pathspec.PathSpec.from_lines("gitignore", patterns)
         except (ValueError, TypeError) as exc:
-            raise InputError(
+            raise PolicyError(
                 f"{_field_where(source, item, 'paths')}: not a gitignore-style pattern ({exc})"
             ) from None
         rules.append(Rule(tuple(patterns), require, spec))
@@ -392,19 +398,19 @@ def _forge(
     if value is None:
         return None, []
     if not isinstance(value, LinedDict):
-        raise InputError(f"{where}: `forge` must be a mapping")
+        raise PolicyError(f"{where}: `forge` must be a mapping")
     unknown = set(value) - {"github-web-flow", "openpgp"}
     if unknown:
-        raise InputError(f"{where}: unknown forge field {sorted(unknown)[0]!r}")
+        raise PolicyError(f"{where}: unknown forge field {sorted(unknown)[0]!r}")
     mode = value.get("github-web-flow")
     if mode is not None and mode not in FORGE_MODES:
-        raise InputError(f"{where}: `github-web-flow` must be one of {', '.join(FORGE_MODES)}")
+        raise PolicyError(f"{where}: `github-web-flow` must be one of {', '.join(FORGE_MODES)}")
     keys = [
         _openpgp_key(entry, f"{where} (forge key {i + 1})", read_file)
         for i, entry in enumerate(_string_list(value.get("openpgp"), where, "openpgp"))
     ]
     if mode is not None and not keys:
-        raise InputError(
+        raise PolicyError(
             f"{where}: `github-web-flow` needs the forge's public key under `forge.openpgp`",
             hint="export it from https://github.com/web-flow.gpg into the repository",
         )

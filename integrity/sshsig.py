@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from integrity.errors import InputError, SignatureError, UnsupportedSignatureError
+from integrity.errors import PolicyError, SignatureError, UnsupportedSignatureError
 
 __all__ = [
     "KEY_TYPES",
@@ -196,7 +196,7 @@ class SshPublicKey:
         try:
             return _load_blob(self.blob).key
         except ValueError as exc:
-            raise InputError(f"invalid SSH public key blob: {exc}") from None
+            raise PolicyError(f"invalid SSH public key blob: {exc}") from None
 
 
 def _b64decode_canonical(text: bytes) -> bytes:
@@ -237,7 +237,7 @@ def parse_public_key(line: str, *, where: str) -> SshPublicKey:
     try:
         return _key_from_fields(*_split_key_line(line.strip()))
     except ValueError as exc:
-        raise InputError(f"{where}: invalid SSH public key: {exc}") from None
+        raise PolicyError(f"{where}: invalid SSH public key: {exc}") from None
 
 
 # --- SSHSIG ---------------------------------------------------------------------------------
@@ -501,5 +501,5 @@ def parse_allowed_signers(text: str, *, source: str) -> list[AllowedSigner]:
         try:
             signers.append(_parse_signer_line(line, number))
         except ValueError as exc:
-            raise InputError(f"{source} line {number}: {exc}") from None
+            raise PolicyError(f"{source} line {number}: {exc}") from None
     return signers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -66,3 +67,32 @@ def test_check_names_the_bad_line(tmp_path: Path) -> None:
     imported = sealgate("policy", "import", "--allowed-signers", bad_line)
     assert imported.returncode == 2
     assert f"{bad_line} line 1" in imported.stderr
+    assert "[policy-invalid]" in result.stderr and "[policy-invalid]" in imported.stderr
+
+
+def test_check_never_names_a_flag_it_was_not_given(tmp_path: Path) -> None:
+    """`policy check FILE` takes a positional file: no `--policy` in any of its errors."""
+    fifo = tmp_path / "fifo.yml"
+    os.mkfifo(fifo)
+    outside = tmp_path / "sub" / "policy.yml"
+    outside.parent.mkdir()
+    outside.write_text(
+        'version: 1\nsigners:\n  - name: a\n    roles: [developer]\n    openpgp: ["../k.asc"]\n'
+    )
+    not_yaml = tmp_path / "tabs.yml"
+    not_yaml.write_text("version: 1\nsigners:\n\t- name: a\n")
+    cases = {
+        tmp_path / "missing.yml": "path-error",
+        fifo: "not-a-file",
+        outside: "policy-invalid",
+        not_yaml: "yaml-invalid",
+    }
+    for path, code in cases.items():
+        result = sealgate("policy", "check", path)
+        assert result.returncode == 2, result.stderr
+        assert f"[{code}]" in result.stderr, result.stderr
+        assert str(path) in result.stderr
+        assert "--policy" not in result.stderr
+    # control: `commits --policy` is given the flag, and the same error says so
+    result = sealgate("commits", "--range", "a..b", "--policy", tmp_path / "missing.yml")
+    assert result.returncode == 2 and "--policy" in result.stderr
