@@ -159,12 +159,14 @@ def _check_artifact(artifact: Path) -> None:
 
 
 def _signature_present(artifact: Path, signature: Path) -> None:
-    """A missing `.p7s` is a failure (exit 1, `unsigned`); a path that cannot exist is exit 2."""
+    """A missing `.p7s` is a failure (exit 1, `unsigned`), also a link to nothing; a path that
+    cannot exist is exit 2."""
     try:
-        os.lstat(signature)
+        os.stat(signature)
     except FileNotFoundError:
+        dangling = " (a symbolic link to a missing file)" if os.path.islink(signature) else ""
         raise VerificationError(
-            f"{artifact}: unsigned ({signature} missing)", code="unsigned"
+            f"{artifact}: unsigned ({signature} missing{dangling})", code="unsigned"
         ) from None
     except OSError as exc:
         raise path_error(
@@ -193,7 +195,7 @@ def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
     der = read_capped(verdict.signature, what="signature", limit=SIGNATURE_LIMIT)
     if not der:
         raise VerificationError(f"{where}: the signature file is empty", code="malformed-signature")
-    if der.lstrip().startswith(b"-----BEGIN"):
+    if der.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"-----BEGIN"):  # BOM too
         raise VerificationError(
             f"{where}: DER expected, this is PEM (convert it with `openssl cms -cmsout "
             "-inform PEM -outform DER`)",

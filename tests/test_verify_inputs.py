@@ -236,3 +236,61 @@ def test_a_crl_that_is_no_crl_is_an_input_error_with_its_code(release: Release) 
     error = _error(result)
     assert error["code"] == "malformed-crl" and error["field"] == "crl"
     assert f"CRL {bogus}: not a PEM or DER CRL" in error["message"]
+
+
+def test_a_symlink_to_a_directory_is_not_a_file(release: Release) -> None:
+    folder = release.lab.tmp / "dist"
+    folder.mkdir()
+    link = release.lab.tmp / "dist-latest"
+    link.symlink_to(folder)
+    code, entry, line = _judged(release, link)
+    assert (code, entry["code"]) == (2, "not-a-file")
+    assert "is a directory, not a file" in line
+
+
+def test_a_signature_that_links_to_nothing_is_unsigned(release: Release) -> None:
+    """A dangling `.p7s` link proves nothing: the gate fails (exit 1), as for no `.p7s`."""
+    other = release.lab.tmp / "other.bin"
+    other.write_bytes(b"other\n")
+    (release.lab.tmp / "other.bin.p7s").symlink_to(release.lab.tmp / "gone.p7s")
+    code, entry, line = _judged(release, other)
+    assert (code, entry["code"]) == (1, "unsigned")
+    assert "missing (a symbolic link to a missing file))" in line
+
+
+def test_a_signature_that_is_a_directory_is_not_a_file(release: Release) -> None:
+    other = release.lab.tmp / "other.bin"
+    other.write_bytes(b"other\n")
+    (release.lab.tmp / "other.bin.p7s").mkdir()
+    code, entry, line = _judged(release, other)
+    assert (code, entry["code"]) == (2, "not-a-file")
+    assert "other.bin.p7s: a directory, not a regular file" in line
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["pem", "pem-with-bom"])
+def test_a_pem_signature_says_der_is_expected_and_the_conversion_works(
+    release: Release, bom: bytes
+) -> None:
+    der = release.lab.p7s.read_bytes()
+    converted = subprocess.run(
+        ["openssl", "cms", "-cmsout", "-inform", "DER", "-outform", "PEM"],
+        input=der,
+        capture_output=True,
+        check=True,
+    ).stdout
+    release.lab.p7s.write_bytes(bom + converted)
+    code, report = release.report(release.good)
+    entry = _entry(report, release.good)
+    assert (code, entry["code"]) == (1, "signature-is-pem")
+    assert "DER expected, this is PEM" in entry["reason"]
+    assert "openssl cms -cmsout -inform PEM -outform DER" in entry["reason"]
+    # the control: the conversion the message gives restores a signature that verifies
+    back = subprocess.run(
+        ["openssl", "cms", "-cmsout", "-inform", "PEM", "-outform", "DER"],
+        input=converted,
+        capture_output=True,
+        check=True,
+    ).stdout
+    release.lab.p7s.write_bytes(back)
+    code, report = release.report(release.good)
+    assert code == 0 and _entry(report, release.good)["verified"] is True
