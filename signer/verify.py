@@ -196,7 +196,7 @@ def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
     if not der:
         raise VerificationError(f"{where}: the signature file is empty", code="malformed-signature")
     if der.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"-----BEGIN"):  # BOM too
-        raise VerificationError(
+        raise ConfigError(  # the right signature in the wrong encoding: exit 2
             f"{where}: DER expected, this is PEM (convert it with `openssl cms -cmsout "
             "-inform PEM -outform DER`)",
             code="signature-is-pem",

@@ -281,7 +281,7 @@ def test_a_pem_signature_says_der_is_expected_and_the_conversion_works(
     release.lab.p7s.write_bytes(bom + converted)
     code, report = release.report(release.good)
     entry = _entry(report, release.good)
-    assert (code, entry["code"]) == (1, "signature-is-pem")
+    assert (code, entry["code"]) == (2, "signature-is-pem")  # unusable as given, as README says
     assert "DER expected, this is PEM" in entry["reason"]
     assert "openssl cms -cmsout -inform PEM -outform DER" in entry["reason"]
     # the control: the conversion the message gives restores a signature that verifies

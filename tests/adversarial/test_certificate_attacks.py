@@ -1105,7 +1105,13 @@ def test_a_pem_signature_is_refused_with_the_conversion(signed: tuple[Lab, Path]
     der = lab.p7s.read_bytes()
     body = base64.encodebytes(der).decode()
     lab.p7s.write_text(f"-----BEGIN CMS-----\n{body}-----END CMS-----\n")
-    assert_blocked(lab.verify(roots), "DER expected, this is PEM", "openssl cms -cmsout")
+    assert_blocked(
+        lab.verify(roots),
+        "DER expected, this is PEM",
+        "openssl cms -cmsout",
+        code=2,  # the right signature in the wrong encoding: unusable as given
+        reason_code="signature-is-pem",
+    )
 
 
 # --------------------------------------------------------------------------------------------
