@@ -14,6 +14,9 @@ from pathlib import Path
 from integrity.errors import InputError
 from integrity.gitobjects import SHALLOW_MESSAGE, refuse_grafts, run_git, work_tree
 
+#: Longer than any ref name or revision expression a gate needs; more would only reach git's
+#: argument limit (an OS error) or fill the report.
+MAX_REVISION = 1024
 _SHALLOW_HINT = "fetch the full history: git fetch --unshallow (actions/checkout: fetch-depth: 0)"
 
 
@@ -64,8 +67,9 @@ def resolve_commit(
 ) -> str:
     """The full id of the commit `rev` names. InputError: `bad-revision` (empty, an option,
     control characters), `shallow-clone` (a shallow clone may lack it), else `code`."""
-    if not rev or rev.startswith("-") or not rev.isprintable():
-        raise InputError(f"{rev!r} is not a revision", code="bad-revision", field=field)
+    if not rev or rev.startswith("-") or not rev.isprintable() or len(rev) > MAX_REVISION:
+        shown = rev if len(rev) <= MAX_REVISION else rev[:60] + f"... ({len(rev)} characters)"
+        raise InputError(f"{shown!r} is not a revision", code="bad-revision", field=field)
     result = run_git(
         root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"
     )

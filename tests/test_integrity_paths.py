@@ -179,7 +179,8 @@ def test_a_bare_repository_has_objects_but_no_work_tree(signed: tuple[Repo, SshU
 @pytest.mark.parametrize(
     ("rev", "code"),
     [("", "bad-revision"), ("--all", "bad-revision"), ("HEAD\n", "bad-revision"),
-     ("no-such-rev", "commit-unresolved"), ("HEAD:README", "commit-unresolved")],
+     ("no-such-rev", "commit-unresolved"), ("HEAD:README", "commit-unresolved"),
+     ("a" * 1025, "bad-revision"), ("x" * 300_000, "bad-revision")],
 )  # fmt: skip
 def test_resolve_commit_rules(signed: tuple[Repo, SshUser], rev: str, code: str) -> None:
     repo, _ = signed
@@ -196,3 +197,13 @@ def test_one_range_rule_for_every_caller() -> None:
         with pytest.raises(InputError) as caught:
             parse_range(bad)
         assert (caught.value.code, caught.value.field) == ("bad-range", "range")
+
+
+@pytest.mark.parametrize("command", ["tree", "watch", "rebuild"])
+def test_a_huge_commit_argument_is_a_usage_error_not_an_os_error(
+    signed: tuple[Repo, SshUser], command: str
+) -> None:
+    repo, _ = signed
+    result = sealgate(command, "--repo", repo.path, "--commit", "H" * 100_000, *COMMANDS[command])
+    assert result.returncode == 2, result.stderr[-500:]
+    assert "[bad-revision]" in result.stderr and "100000 characters" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -164,8 +165,12 @@ def test_api_report_and_missing_command(repo: Path, tmp_path: Path) -> None:
     report = watch_build(repo, ["sh", str(script)], outputs=["build/**"])
     assert report.build_exit == 0 and report.tree.ok and not report.ok
     assert [(v.path, v.kind) for v in report.violations] == [("src/main.c", "attrib")]
-    with pytest.raises(InputError, match="build command not found"):
+    with pytest.raises(InputError, match="build command not found") as caught:
         watch_build(repo, ["/nonexistent/sealgate-build"])
+    assert (caught.value.code, caught.value.field) == ("build-command-not-found", "build")
+    with pytest.raises(InputError) as caught:
+        watch_build(repo, [])
+    assert (caught.value.code, caught.value.field) == ("no-build-command", "build")
 
 
 def test_queue_overflow_is_a_failure(repo: Path) -> None:
@@ -177,3 +182,42 @@ def test_queue_overflow_is_a_failure(repo: Path) -> None:
     assert [(v.path, v.kind, v.detail) for v in watcher.found.values()] == [
         (".", "overflow", OVERFLOW_DETAIL)
     ]
+    assert [v.code for v in watcher.found.values()] == ["watch-overflow"]
+
+
+def test_running_out_of_watches_before_the_build_names_the_limit(repo: Path) -> None:
+    """ENOSPC from inotify_add_watch before the build: exit 2 `inotify-limit` with the fix;
+    any other refusal is `watch-failed` with the OS's reason."""
+    watcher = _Watcher(repo, ["src/main.c"], [])
+
+    class Exhausted:
+        def __init__(self, errno_value: int) -> None:
+            self.errno_value = errno_value
+
+        def add_watch(self, path: Path, mask: int) -> int:
+            raise OSError(self.errno_value, os.strerror(self.errno_value), str(path))
+
+        def close(self) -> None:
+            pass
+
+    real = watcher.inotify
+    try:
+        for errno_value, code in ((errno.ENOSPC, "inotify-limit"), (errno.EACCES, "watch-failed")):
+            watcher.inotify = Exhausted(errno_value)
+            for scan_root in (True, False):
+                with pytest.raises(InputError) as caught:
+                    if scan_root:
+                        watcher.watch_tree("", scan=False)
+                    else:
+                        watcher.watch_ancestors()
+                assert caught.value.code == code
+                assert caught.value.exit_code == 2
+                assert "cannot watch" in caught.value.message
+            if code == "inotify-limit":
+                assert "max_user_watches" in caught.value.diagnostics()
+    finally:
+        real.close()
+    # during the build, a directory that cannot be watched is a finding, not an error
+    watcher.inotify = Exhausted(errno.ENOSPC)
+    watcher.watch_tree("gen", scan=True)
+    assert [v.code for v in watcher.found.values()] == ["watch-incomplete"]
