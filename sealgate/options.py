@@ -279,13 +279,14 @@ def verify_policy(
     *,
     tsa: TsaSettings | None = None,
     signature_dir: Path | None = None,
-    what: str = "",
+    purpose: str = "",
+    otherwise: str = "",
 ) -> VerifyPolicy:
     """The gate's policy from the shared verify options; `tsa` when the same run signs with one
     (its roots and certificates are reused, and a timestamp is then required)."""
     if values.get("trust_roots") is None:
         raise SealgateError(
-            f"--trust-roots is required{what} (or set SEALGATE_TRUST_ROOTS)",
+            f"--trust-roots is required{purpose} (or set SEALGATE_TRUST_ROOTS{otherwise})",
             code="missing-option",
             field="trust_roots",
         )

@@ -93,6 +93,6 @@ def test_keys_csr_refuses_an_email_that_is_not_an_address(hsm: HsmFixture) -> No
     )  # fmt: skip
     assert result.returncode == 2, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("sealgate: error: ["), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("sealgate: error: [bad-email] --email: ")
     assert "release at example.com" in lines[0]
     assert "BEGIN CERTIFICATE REQUEST" not in result.stdout

@@ -86,7 +86,7 @@ def test_csr_is_signed_by_the_hsm_key(hsm: HsmFixture, tmp_path: Path, label: st
 def test_csr_with_bad_subject(hsm: HsmFixture) -> None:
     result = sealgate("keys", "csr", hsm.uri("ec256"), "--subject", "not a name", env=hsm.env)
     assert result.returncode == 2
-    assert "--subject 'not a name': not an RFC 4514 name" in result.stderr
+    assert "[bad-subject] --subject: subject 'not a name' is not an RFC 4514 name" in result.stderr
 
 
 def test_demo_runs_the_main_job(tmp_path: Path) -> None:
