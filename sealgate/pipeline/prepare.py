@@ -68,6 +68,10 @@ def prepare(config: RunConfig) -> Prepared:
     )
     policy = None
     if config["verify"]:
-        what = " for the verify stage (--no-verify to skip it)"
-        policy = verify_policy(config.values, tsa=tsa, what=what)
+        policy = verify_policy(
+            config.values,
+            tsa=tsa,
+            purpose=" for the verify stage",
+            otherwise="; --no-verify to skip it",
+        )
     return Prepared(options, policy, tsa)
