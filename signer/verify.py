@@ -158,12 +158,18 @@ def _check_artifact(artifact: Path) -> None:
         )
 
 
-def _signature_present(artifact: Path, signature: Path) -> None:
+def _signature_present(artifact: Path, signature: Path, folder: Path | None) -> None:
     """A missing `.p7s` is a failure (exit 1, `unsigned`), also a link to nothing; a path that
-    cannot exist is exit 2."""
+    cannot exist, or a signature folder that is not there (a typo), is exit 2."""
     try:
         os.stat(signature)
     except FileNotFoundError:
+        if folder is not None and not os.path.isdir(folder):
+            raise ConfigError(
+                f"signature folder {folder}: no such directory",
+                code="path-error",
+                field="signature_dir",
+            ) from None
         dangling = " (a symbolic link to a missing file)" if os.path.islink(signature) else ""
         raise VerificationError(
             f"{artifact}: unsigned ({signature} missing{dangling})", code="unsigned"
@@ -191,7 +197,7 @@ def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
     judge = _Judge(verdict, policy.level)
     where = str(verdict.signature)
     _check_artifact(verdict.artifact)
-    _signature_present(verdict.artifact, verdict.signature)
+    _signature_present(verdict.artifact, verdict.signature, policy.signature_dir)
     der = read_capped(verdict.signature, what="signature", limit=SIGNATURE_LIMIT)
     if not der:
         raise VerificationError(f"{where}: the signature file is empty", code="malformed-signature")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,32 @@ def test_a_pem_signature_says_der_is_expected_and_the_conversion_works(
     release.lab.p7s.write_bytes(back)
     code, report = release.report(release.good)
     assert code == 0 and _entry(report, release.good)["verified"] is True
+
+
+def test_a_missing_signature_folder_is_an_input_error_not_unsigned(release: Release) -> None:
+    """A typo in --signature-dir must not read as "every artifact is unsigned"."""
+    typo = release.lab.tmp / "signaturse"
+    code, report = release.report("--signature-dir", typo, release.good)
+    entry = _entry(report, release.good)
+    assert (code, entry["code"]) == (2, "path-error")
+    assert entry["reason"] == f"signature folder {typo}: no such directory"
+    # the control: the folder that exists, holding the .p7s, verifies
+    folder = release.lab.tmp / "signatures"
+    folder.mkdir()
+    release.lab.p7s.rename(folder / release.lab.p7s.name)
+    code, report = release.report("--signature-dir", folder, release.good)
+    assert code == 0 and _entry(report, release.good)["verified"] is True
+    # and an empty one that exists means the artifact really is unsigned
+    empty = release.lab.tmp / "empty"
+    empty.mkdir()
+    code, report = release.report("--signature-dir", empty, release.good)
+    assert (code, _entry(report, release.good)["code"]) == (1, "unsigned")
+
+
+def test_a_socket_is_not_a_file(release: Release) -> None:
+    path = release.lab.tmp / "s.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        code, entry, line = _judged(release, path)
+    assert (code, entry["code"]) == (2, "not-a-file")
+    assert f"{path}: is a socket, not a regular file" in line
