@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from signer.errors import ConfigError, VerificationError
+from signer.errors import BackendUnavailableError, ConfigError
 
 HashName = Literal["sha256", "sha384", "sha512"]
 HASH_NAMES: tuple[HashName, ...] = ("sha256", "sha384", "sha512")
@@ -72,16 +72,24 @@ def key_kind(public_key: PublicKeyTypes) -> KeyKind:
             return KeyKind.EC_P256
         if isinstance(public_key.curve, ec.SECP384R1):
             return KeyKind.EC_P384
-        raise ConfigError(f"unsupported EC curve {public_key.curve.name}: use P-256 or P-384")
+        raise ConfigError(
+            f"unsupported EC curve {public_key.curve.name}: use P-256 or P-384",
+            code="unsupported-key",
+            field="key",
+        )
     if isinstance(public_key, rsa.RSAPublicKey):
         if not 2048 <= public_key.key_size <= 4096:
             raise ConfigError(
-                f"unsupported RSA key size {public_key.key_size}: use 2048 to 4096 bits"
+                f"unsupported RSA key size {public_key.key_size}: use 2048 to 4096 bits",
+                code="unsupported-key",
+                field="key",
             )
         return KeyKind.RSA
     if isinstance(public_key, ed25519.Ed25519PublicKey):
         return KeyKind.ED25519
-    raise ConfigError(f"unsupported key type {type(public_key).__name__}")
+    raise ConfigError(
+        f"unsupported key type {type(public_key).__name__}", code="unsupported-key", field="key"
+    )
 
 
 def scheme_for(
@@ -99,14 +107,21 @@ def scheme_for(
     if kind is KeyKind.ED25519:
         return SignatureScheme(kind, "sha512")
     if rsa_digest not in HASH_NAMES:
-        raise ConfigError(f"unsupported digest {rsa_digest!r}: use one of {', '.join(HASH_NAMES)}")
+        raise ConfigError(
+            f"unsupported digest {rsa_digest!r}: use one of {', '.join(HASH_NAMES)}",
+            code="unknown-digest-algorithm",
+            field="rsa_digest",
+        )
     return SignatureScheme(kind, rsa_digest, rsa_padding)
 
 
 def ecdsa_raw_to_der(raw: bytes) -> bytes:
     """PKCS#11 returns ECDSA as r||s; CMS and X.509 want the DER SEQUENCE of two INTEGERs."""
     if not raw or len(raw) % 2:
-        raise VerificationError(f"malformed raw ECDSA signature of {len(raw)} bytes")
+        # what an HSM returned, not a file a user gave: the backend misbehaved
+        raise BackendUnavailableError(
+            f"malformed raw ECDSA signature of {len(raw)} bytes", code="backend-bad-signature"
+        )
     half = len(raw) // 2
     return encode_dss_signature(
         int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
@@ -131,7 +146,7 @@ def verify_signature(
     elif isinstance(public_key, ed25519.Ed25519PublicKey):
         public_key.verify(signature, tbs)
     else:
-        raise ConfigError(f"{scheme.describe()} needs an Ed25519 key")
+        raise ConfigError(f"{scheme.describe()} needs an Ed25519 key", code="unsupported-scheme")
 
 
 def verify_digest_signature(
@@ -143,7 +158,7 @@ def verify_digest_signature(
     elif isinstance(public_key, rsa.RSAPublicKey):
         public_key.verify(signature, digest, rsa_padding_for(scheme), prehashed)
     else:
-        raise ConfigError(f"{scheme.describe()} does not sign a digest")
+        raise ConfigError(f"{scheme.describe()} does not sign a digest", code="unsupported-scheme")
 
 
 def max_pss_salt_length(public_key: rsa.RSAPublicKey, hash_name: str) -> int:

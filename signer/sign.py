@@ -35,7 +35,8 @@ class SignOptions:
     out_dir: Path | None = None
     rsa_digest: HashName = "sha256"
     rsa_padding: RsaPadding = "pkcs1v15"
-    cert_source: str = "--cert"
+    #: How the certificate given is named in messages (its path, usually).
+    cert_source: str = "the certificate given"
     tsa: TsaSettings | None = None
 
 
@@ -343,11 +344,15 @@ def timestamp_signatures(
     """
     messages = []
     for path in signatures:
-        der = read_capped(path, what="signature", limit=SIGNATURE_LIMIT)
+        der = read_capped(path, what="signature", limit=SIGNATURE_LIMIT, field="signatures")
         try:
             messages.append((der, cmsverify.parse_signed_data(der, str(path))))
         except VerificationError as exc:
-            raise ConfigError(f"{exc.message}; not a signature that can be timestamped") from None
+            raise ConfigError(
+                f"{exc.message}; not a signature that can be timestamped",
+                code=exc.code,
+                field="signatures",
+            ) from None
     with TimestampClient(settings) as client:
         tokens = client.stamp_many([(m.signature, m.digest_name) for _, m in messages])
     write_all(

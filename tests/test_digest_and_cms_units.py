@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from signer.algorithms import ecdsa_der_to_raw, ecdsa_raw_to_der
 from signer.digest import CHUNK, digest_file
-from signer.errors import ConfigError, VerificationError
+from signer.errors import BackendUnavailableError, ConfigError
 from signer.keys import open_key
 
 
@@ -44,11 +44,12 @@ def test_ecdsa_raw_der_round_trip(message: bytes) -> None:
 
 @pytest.mark.parametrize("raw", [b"", b"\x01\x02\x03"])
 def test_malformed_raw_ecdsa(raw: bytes) -> None:
-    with pytest.raises(VerificationError, match="malformed raw ECDSA"):
+    with pytest.raises(BackendUnavailableError, match="malformed raw ECDSA") as caught:
         ecdsa_raw_to_der(raw)
+    assert (caught.value.code, caught.value.exit_code) == ("backend-bad-signature", 3)
 
 
 def test_registry_refuses_unknown_scheme_without_importing_anything() -> None:
     with pytest.raises(ConfigError, match="unknown key URI scheme 'azurekms'") as info:
         open_key("azurekms://vault.vault.azure.net/key")
-    assert info.value.exit_code == 2
+    assert (info.value.exit_code, info.value.code) == (2, "unknown-key-scheme")

@@ -33,6 +33,8 @@ def scheme_of(uri: str) -> str:
         raise ConfigError(
             f"key {uri!r} is not a URI",
             hint=f"use one of {', '.join(s + ':' for s in BACKENDS)} (there is no file-key backend)",
+            code="bad-key-uri",
+            field="key",
         )
     return scheme.lower()
 
@@ -45,6 +47,8 @@ def open_key(uri: str) -> RemoteKey:
         raise ConfigError(
             f"unknown key URI scheme {scheme!r}",
             hint=f"supported: {', '.join(s + ':' for s in BACKENDS)} (there is no file-key backend)",
+            code="unknown-key-scheme",
+            field="key",
         )
     module_name, _, factory_name = target.partition(":")
     factory: _KeyFactory = getattr(importlib.import_module(module_name), factory_name)

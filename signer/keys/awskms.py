@@ -88,12 +88,14 @@ class _KmsClient(Protocol):
 def parse_uri(uri: str) -> tuple[str | None, str]:
     """Split an awskms URI into (endpoint URL or None, key id / ARN / alias)."""
     if not uri.startswith(URI_PREFIX):
-        raise ConfigError(f"{uri!r} is not an awskms:// key URI")
+        raise ConfigError(f"{uri!r} is not an awskms:// key URI", code="bad-key-uri", field="key")
     endpoint, _, key_id = uri[len(URI_PREFIX) :].partition("/")
     if not key_id or "?" in key_id or "#" in key_id or any(c.isspace() for c in key_id):
         raise ConfigError(
             f"malformed key URI {uri!r}",
             hint="use awskms:///ARN-or-alias/NAME or awskms://HOST:PORT/KEY",
+            code="bad-key-uri",
+            field="key",
         )
     if not endpoint:
         return None, key_id
@@ -104,7 +106,9 @@ def parse_uri(uri: str) -> tuple[str | None, str]:
     except ValueError:
         host = None
     if not host or "@" in endpoint:
-        raise ConfigError(f"malformed endpoint {endpoint!r} in key URI {uri!r}")
+        raise ConfigError(
+            f"malformed endpoint {endpoint!r} in key URI {uri!r}", code="bad-key-uri", field="key"
+        )
     scheme = "http" if host in _LOCAL_HOSTS else "https"
     return f"{scheme}://{endpoint}", key_id
 
@@ -147,6 +151,7 @@ class AwsKmsKey(RemoteKey):
                     f"{uri}: AWS_ENDPOINT_URL(_KMS) carries credentials or parameters "
                     "(user info, ?query or #fragment)",
                     hint="give the bare endpoint, e.g. https://kms.eu-west-1.amazonaws.com",
+                    code="credentials-in-url",
                 )
         self.display_uri = uri
         try:
@@ -157,6 +162,8 @@ class AwsKmsKey(RemoteKey):
             raise ConfigError(
                 f"{uri}: boto3 is not installed",
                 hint="install the `aws` extra: pip install 'sealgate[aws]'",
+                code="missing-extra",
+                field="key",
             ) from None
         timeout = kms_timeout()
         config = Config(
@@ -176,6 +183,8 @@ class AwsKmsKey(RemoteKey):
                 raise ConfigError(
                     f"{uri}: no AWS region",
                     hint="set AWS_REGION (or AWS_DEFAULT_REGION), or name the key by its ARN",
+                    code="no-region",
+                    field="key",
                 )
             self._client = cast(
                 _KmsClient,
@@ -185,7 +194,9 @@ class AwsKmsKey(RemoteKey):
             )
         except boto_errors.BotoCoreError as exc:
             raise ConfigError(
-                f"{uri}: cannot set up the AWS KMS client: {redact_url_text(str(exc))}"
+                f"{uri}: cannot set up the AWS KMS client: {redact_url_text(str(exc))}",
+                code="kms-setup-failed",
+                field="key",
             ) from None
         self._where = self.endpoint_url or f"AWS KMS in {region}"
         self._open()
@@ -199,12 +210,16 @@ class AwsKmsKey(RemoteKey):
             raise ConfigError(
                 f"AWS KMS key {self.key_id!r} has KeyUsage {usage}, not SIGN_VERIFY",
                 hint="create an asymmetric signing key (--key-usage SIGN_VERIFY)",
+                code="key-unusable",
+                field="key",
             )
         spec = reply.get("KeySpec") or reply.get("CustomerMasterKeySpec")
         if spec not in _KEY_SPECS:
             raise ConfigError(
                 f"AWS KMS key {self.key_id!r} has KeySpec {spec}, which Sealgate does not sign with",
                 hint=f"use one of {', '.join(_KEY_SPECS)}",
+                code="unsupported-key",
+                field="key",
             )
         self.key_spec: str = spec
         self.kind, rsa_bits = _KEY_SPECS[spec]
@@ -221,7 +236,9 @@ class AwsKmsKey(RemoteKey):
             matches = False
         if not matches:
             raise BackendUnavailableError(
-                f"{self._where} returned a public key for {self.key_id!r} that is not {spec}"
+                f"{self._where} returned a public key for {self.key_id!r} that is not {spec}",
+                code="kms-bad-response",
+                field="key",
             )
         self._public_key = public_key
 
@@ -237,7 +254,8 @@ class AwsKmsKey(RemoteKey):
         if scheme.kind is not self.kind:
             raise ConfigError(
                 f"{self.display_uri} is a {self.key_spec} key and cannot sign with "
-                f"{scheme.describe()}"
+                f"{scheme.describe()}",
+                code="unsupported-scheme",
             )
         if self.kind is KeyKind.RSA:
             padding = scheme.rsa_padding or "pkcs1v15"
@@ -246,17 +264,23 @@ class AwsKmsKey(RemoteKey):
 
     def sign_digest(self, digest: bytes, scheme: SignatureScheme) -> bytes:
         if not scheme.signs_digest:
-            raise ConfigError(f"{self.display_uri}: AWS KMS cannot sign with {scheme.describe()}")
+            raise ConfigError(
+                f"{self.display_uri}: AWS KMS cannot sign with {scheme.describe()}",
+                code="unsupported-scheme",
+            )
         algorithm = self.signing_algorithm(scheme)
         if self.signing_algorithms and algorithm not in self.signing_algorithms:
             raise ConfigError(
                 f"AWS KMS key {self.key_id!r} does not support {algorithm}",
                 hint=f"it supports {', '.join(self.signing_algorithms)}",
+                code="unsupported-scheme",
             )
         if len(digest) != scheme.digest_size:
             raise ConfigError(
                 f"{self.display_uri}: a {scheme.hash_name} digest must be "
-                f"{scheme.digest_size} bytes"
+                f"{scheme.digest_size} bytes",
+                code="digest-length",
+                field="digest",
             )
         reply = self._call(
             "sign with",
@@ -270,7 +294,9 @@ class AwsKmsKey(RemoteKey):
         signature = reply.get("Signature")
         if not isinstance(signature, bytes | bytearray) or not signature:
             raise BackendUnavailableError(
-                f"{self._where} returned no signature for {self.key_id!r}"
+                f"{self._where} returned no signature for {self.key_id!r}",
+                code="kms-bad-response",
+                field="key",
             )
         # KMS returns ECDSA signatures DER-encoded already, as CMS wants them.
         return bytes(signature)
@@ -291,42 +317,60 @@ class AwsKmsKey(RemoteKey):
                 raise ConfigError(
                     f"permission denied for AWS KMS key {key!r}",
                     hint="the caller needs kms:GetPublicKey and kms:Sign on it",
+                    code="kms-permission-denied",
+                    field="key",
                 ) from None
             if code in _NOT_FOUND:
                 raise ConfigError(
                     f"AWS KMS key {key!r} not found at {self._where}",
                     hint="check the key id, alias (alias/NAME) or ARN, and the region",
+                    code="key-not-found",
+                    field="key",
                 ) from None
             if code in _UNUSABLE:
                 raise ConfigError(
                     f"AWS KMS key {key!r} is not usable to {action}: {code}: {message}",
                     hint="the key is disabled, pending deletion or not a signing key",
+                    code="key-unusable",
+                    field="key",
                 ) from None
             if code in _BAD_CREDENTIALS:
                 raise ConfigError(
                     f"AWS rejected the credentials used for key {key!r}: {code}",
                     hint="check AWS_PROFILE / AWS_ACCESS_KEY_ID and the session token",
+                    code="kms-bad-credentials",
+                    field="key",
                 ) from None
             if code in _TRANSIENT or status >= 500:
                 raise BackendUnavailableError(
-                    f"{self._where} failed to {action} key {key!r} after retries: {code}"
+                    f"{self._where} failed to {action} key {key!r} after retries: {code}",
+                    code="kms-error",
+                    field="key",
                 ) from None
             raise ConfigError(
-                f"{self._where} refused to {action} key {key!r}: {code}: {message}"
+                f"{self._where} refused to {action} key {key!r}: {code}: {message}",
+                code="kms-refused",
+                field="key",
             ) from None
         except (boto_errors.NoCredentialsError, boto_errors.PartialCredentialsError):
             raise ConfigError(
                 f"no usable AWS credentials for key {key!r}",
                 hint="set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use a role",
+                code="kms-no-credentials",
+                field="key",
             ) from None
         except (boto_errors.ConnectionError, boto_errors.HTTPClientError) as exc:
             raise BackendUnavailableError(
                 f"{self._where} unreachable for key {key!r}: {type(exc).__name__} after "
                 f"{_TOTAL_ATTEMPTS} attempts",
                 hint="check the endpoint and network; SEALGATE_KMS_TIMEOUT sets the timeout",
+                code="kms-unreachable",
+                field="key",
             ) from None
         except boto_errors.BotoCoreError as exc:
             raise BackendUnavailableError(
-                f"{self._where} failed to {action} key {key!r}: {type(exc).__name__}"
+                f"{self._where} failed to {action} key {key!r}: {type(exc).__name__}",
+                code="kms-error",
+                field="key",
             ) from None
         return reply

@@ -37,7 +37,10 @@ class RemoteKey(ABC):
 
     def sign_message(self, message: bytes, scheme: SignatureScheme) -> bytes:
         """Sign a message whole (Ed25519, which has no prehashed form)."""
-        raise ConfigError(f"{self.display_uri}: this backend cannot sign with {scheme.describe()}")
+        raise ConfigError(
+            f"{self.display_uri}: this backend cannot sign with {scheme.describe()}",
+            code="unsupported-scheme",
+        )
 
     def sign_many(self, payloads: Sequence[bytes], scheme: SignatureScheme) -> list[bytes]:
         """Sign several to-be-signed payloads; backends with a batch API override this."""
@@ -58,6 +61,8 @@ class RemoteKey(ABC):
                 f"{self.display_uri}: the signature returned by the backend does not verify "
                 "against its public key",
                 hint="the HSM/KMS misbehaved or the key changed during signing; nothing was written",
+                code="backend-bad-signature",
+                field="key",
             ) from None
 
     def public_key_der(self) -> bytes:

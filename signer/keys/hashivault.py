@@ -61,19 +61,26 @@ _SIGNATURE: Final = re.compile(r"vault:v([0-9]+):([A-Za-z0-9+/=]+)")
 def parse_uri(uri: str) -> tuple[str, int | None]:
     """Split `hashivault://KEY[/VERSION]` into the key name and the pinned version, if any."""
     if not uri.startswith(URI_PREFIX):
-        raise ConfigError(f"{uri!r} is not a hashivault:// key URI")
+        raise ConfigError(
+            f"{uri!r} is not a hashivault:// key URI", code="bad-key-uri", field="key"
+        )
     parts = uri[len(URI_PREFIX) :].split("/")
     if len(parts) > 2 or not _KEY_NAME.fullmatch(parts[0]):
         raise ConfigError(
             f"malformed key URI {uri!r}",
             hint="use hashivault://KEY or hashivault://KEY/VERSION (the mount comes from "
             "SEALGATE_VAULT_TRANSIT_MOUNT)",
+            code="bad-key-uri",
+            field="key",
         )
     if len(parts) == 1:
         return parts[0], None
     if not parts[1].isdigit() or int(parts[1]) < 1:
         raise ConfigError(
-            f"malformed key version {parts[1]!r} in {uri!r}", hint="a version is a number from 1"
+            f"malformed key version {parts[1]!r} in {uri!r}",
+            hint="a version is a number from 1",
+            code="bad-key-uri",
+            field="key",
         )
     return parts[0], int(parts[1])
 
@@ -112,6 +119,8 @@ class VaultTransitKey(RemoteKey):
             raise ConfigError(
                 f"{self.display_uri}: no Vault/OpenBao address",
                 hint="set VAULT_ADDR (or BAO_ADDR), e.g. https://vault.example.com:8200",
+                code="no-kms-address",
+                field="key",
             )
         address = found[1].rstrip("/")
         try:
@@ -125,6 +134,7 @@ class VaultTransitKey(RemoteKey):
             raise ConfigError(
                 f"{found[0]} is not an http(s) URL",
                 hint="e.g. https://vault.example.com:8200",
+                code="bad-kms-address",
             )
         if "@" in parts.netloc or parts.query or parts.fragment:
             # Credentials travel in headers (X-Vault-Token), never in the URL: a URL is logged
@@ -133,17 +143,23 @@ class VaultTransitKey(RemoteKey):
                 f"{found[0]} carries credentials or parameters (user info, ?query or #fragment)",
                 hint=f"set {found[0]} to the bare address, e.g. https://vault.example.com:8200, "
                 "and the token in VAULT_TOKEN (or BAO_TOKEN)",
+                code="credentials-in-url",
             )
         self.address = _public_address(address)
         token = _first_env("VAULT_TOKEN", "BAO_TOKEN")
         if token is None:
             raise ConfigError(
-                f"{self.display_uri}: no Vault/OpenBao token", hint="set VAULT_TOKEN (or BAO_TOKEN)"
+                f"{self.display_uri}: no Vault/OpenBao token",
+                hint="set VAULT_TOKEN (or BAO_TOKEN)",
+                code="no-kms-token",
+                field="key",
             )
         self._token = token[1]
         mount = os.environ.get("SEALGATE_VAULT_TRANSIT_MOUNT", "").strip().strip("/") or "transit"
         if not _MOUNT.fullmatch(mount):
-            raise ConfigError(f"SEALGATE_VAULT_TRANSIT_MOUNT={mount!r} is not a mount path")
+            raise ConfigError(
+                f"SEALGATE_VAULT_TRANSIT_MOUNT={mount!r} is not a mount path", code="bad-setting"
+            )
         self.mount = mount
         timeout = kms_timeout()
         self._base = f"{address}/v1/{mount}"
@@ -181,15 +197,23 @@ class VaultTransitKey(RemoteKey):
                 f"transit key {self.name!r} has type {key_type!r}, which Sealgate does not "
                 "sign with",
                 hint=f"use one of {', '.join(_KEY_TYPES)}",
+                code="unsupported-key",
+                field="key",
             )
         self.key_type: str = key_type
         self.kind, rsa_bits = _KEY_TYPES[key_type]
         if data.get("supports_signing") is False:
-            raise ConfigError(f"transit key {self.name!r} does not support signing")
+            raise ConfigError(
+                f"transit key {self.name!r} does not support signing",
+                code="key-unusable",
+                field="key",
+            )
         if data.get("derived"):
             raise ConfigError(
                 f"transit key {self.name!r} is a derived key",
                 hint="derived keys need a per-request context; create the key without derived=true",
+                code="key-unusable",
+                field="key",
             )
         try:
             latest = int(data["latest_version"])
@@ -197,7 +221,9 @@ class VaultTransitKey(RemoteKey):
             min_signing = int(data.get("min_encryption_version") or 0)
         except (KeyError, TypeError, ValueError):
             raise BackendUnavailableError(
-                f"{self.address} returned an unreadable description of transit key {self.name!r}"
+                f"{self.address} returned an unreadable description of transit key {self.name!r}",
+                code="kms-bad-response",
+                field="key",
             ) from None
         version = self.pinned_version or latest
         entry = versions.get(str(version))
@@ -206,12 +232,16 @@ class VaultTransitKey(RemoteKey):
             raise ConfigError(
                 f"transit key {self.name!r} has no version {version}",
                 hint=f"available versions: {available or 'none'}; latest is {latest}",
+                code="key-version-missing",
+                field="key",
             )
         if version < min_signing:
             raise ConfigError(
                 f"transit key {self.name!r} version {version} is below the key's minimum "
                 f"signing version {min_signing}",
                 hint="pin a newer version, or lower min_encryption_version",
+                code="key-unusable",
+                field="key",
             )
         self.key_version = version
         self._public_key = self._load_public_key(entry.get("public_key"), rsa_bits)
@@ -221,7 +251,9 @@ class VaultTransitKey(RemoteKey):
         if not isinstance(encoded, str) or not encoded:
             raise BackendUnavailableError(
                 f"{self.address} returned no public key for transit key {self.name!r} "
-                f"version {self.key_version}"
+                f"version {self.key_version}",
+                code="kms-bad-response",
+                field="key",
             )
         try:
             public_key: PublicKeyTypes
@@ -238,7 +270,9 @@ class VaultTransitKey(RemoteKey):
         if not matches:
             raise BackendUnavailableError(
                 f"{self.address} returned a public key for transit key {self.name!r} that is not "
-                f"a {self.key_type} key"
+                f"a {self.key_type} key",
+                code="kms-bad-response",
+                field="key",
             )
         return public_key
 
@@ -253,13 +287,16 @@ class VaultTransitKey(RemoteKey):
     def sign_digest(self, digest: bytes, scheme: SignatureScheme) -> bytes:
         if not scheme.signs_digest:
             raise ConfigError(
-                f"{self.display_uri}: {scheme.describe()} signs messages, not digests"
+                f"{self.display_uri}: {scheme.describe()} signs messages, not digests",
+                code="unsupported-scheme",
             )
         return self._sign_inputs([digest], scheme)[0]
 
     def sign_message(self, message: bytes, scheme: SignatureScheme) -> bytes:
         if scheme.signs_digest:
-            raise ConfigError(f"{self.display_uri}: {scheme.describe()} signs a digest")
+            raise ConfigError(
+                f"{self.display_uri}: {scheme.describe()} signs a digest", code="unsupported-scheme"
+            )
         return self._sign_inputs([message], scheme)[0]
 
     def sign_many(self, payloads: Sequence[bytes], scheme: SignatureScheme) -> list[bytes]:
@@ -281,7 +318,9 @@ class VaultTransitKey(RemoteKey):
         if scheme.signs_digest and any(len(d) != scheme.digest_size for d in inputs):
             raise ConfigError(
                 f"{self.display_uri}: a {scheme.hash_name} digest must be "
-                f"{scheme.digest_size} bytes"
+                f"{scheme.digest_size} bytes",
+                code="digest-length",
+                field="digest",
             )
         body: dict[str, Any] = {"key_version": self.key_version}
         path = f"sign/{self.name}"
@@ -311,7 +350,9 @@ class VaultTransitKey(RemoteKey):
         if not isinstance(results, list) or len(results) != len(encoded):
             raise BackendUnavailableError(
                 f"{self.address} answered a batch of {len(encoded)} for transit key "
-                f"{self.name!r} with {len(results) if isinstance(results, list) else 'no'} results"
+                f"{self.name!r} with {len(results) if isinstance(results, list) else 'no'} results",
+                code="kms-bad-response",
+                field="key",
             )
         return [self._signature_of(result, i) for i, result in enumerate(results)]
 
@@ -319,7 +360,8 @@ class VaultTransitKey(RemoteKey):
         if scheme.kind is not self.kind:
             raise ConfigError(
                 f"{self.display_uri} is a {self.key_type} key and cannot sign with "
-                f"{scheme.describe()}"
+                f"{scheme.describe()}",
+                code="unsupported-scheme",
             )
 
     def _check_warnings(self, reply: dict[str, Any]) -> None:
@@ -331,37 +373,53 @@ class VaultTransitKey(RemoteKey):
                     f"{self.address} ignored signing parameters for transit key "
                     f"{self.name!r}: {self._redact(warning)}",
                     hint="upgrade Vault/OpenBao, or use PKCS#1 v1.5 padding",
+                    code="kms-ignored-parameters",
+                    field="key",
                 )
 
     def _signature_of(self, result: object, index: int) -> bytes:
         """Decode `vault:vN:BASE64`, checking it came from the version we pinned."""
         if not isinstance(result, dict):
-            raise BackendUnavailableError(f"{self.address} returned a malformed signing result")
+            raise BackendUnavailableError(
+                f"{self.address} returned a malformed signing result",
+                code="kms-bad-response",
+                field="key",
+            )
         if result.get("error"):
             raise BackendUnavailableError(
                 f"transit key {self.name!r}: signing item {index} failed on {self.address}: "
-                f"{self._redact(str(result['error']))}"
+                f"{self._redact(str(result['error']))}",
+                code="kms-error",
+                field="key",
             )
         reference = result.get("reference")
         if reference not in (None, "", str(index)):
             raise BackendUnavailableError(
-                f"{self.address} returned batch results out of order for transit key {self.name!r}"
+                f"{self.address} returned batch results out of order for transit key {self.name!r}",
+                code="kms-bad-response",
+                field="key",
             )
         match = _SIGNATURE.fullmatch(str(result.get("signature", "")))
         if match is None:
             raise BackendUnavailableError(
-                f"{self.address} returned no readable signature for transit key {self.name!r}"
+                f"{self.address} returned no readable signature for transit key {self.name!r}",
+                code="kms-bad-response",
+                field="key",
             )
         if int(match.group(1)) != self.key_version:
             raise BackendUnavailableError(
                 f"transit key {self.name!r} signed with version {match.group(1)}, "
-                f"not the requested version {self.key_version}"
+                f"not the requested version {self.key_version}",
+                code="key-version-mismatch",
+                field="key",
             )
         try:
             return base64.b64decode(match.group(2), validate=True)
         except binascii.Error:
             raise BackendUnavailableError(
-                f"{self.address} returned a signature that is not base64"
+                f"{self.address} returned a signature that is not base64",
+                code="kms-bad-response",
+                field="key",
             ) from None
 
     # -- HTTP -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ def kms_timeout() -> float:
         value = -1.0
     if not 0 < value <= 600:
         raise ConfigError(
-            f"SEALGATE_KMS_TIMEOUT={raw!r} is not a number of seconds between 0 and 600"
+            f"SEALGATE_KMS_TIMEOUT={raw!r} is not a number of seconds between 0 and 600",
+            code="bad-setting",
         )
     return value
