@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from tests.components import require
+from tests.components import require, run_in_group
 from tests.components.gitrepo import SshUser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,12 +118,4 @@ def run_act(
     ]
     for name, value in env.items():
         command += ["--env", f"{name}={value}"]
-    return subprocess.run(
-        command,
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_in_group(command, cwd=repo, timeout=timeout)

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.components import require
+from tests.components import require, run_in_group
 
 VERSION = "4.70.0"
 
@@ -47,12 +47,4 @@ def run_pipeline(
     ]
     for name, value in variables.items():
         command += ["--variable", f"{name}={value}"]
-    return subprocess.run(
-        command,
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_in_group(command, cwd=repo, timeout=timeout)
