@@ -53,3 +53,16 @@ def test_registry_refuses_unknown_scheme_without_importing_anything() -> None:
     with pytest.raises(ConfigError, match="unknown key URI scheme 'azurekms'") as info:
         open_key("azurekms://vault.vault.azure.net/key")
     assert (info.value.exit_code, info.value.code) == (2, "unknown-key-scheme")
+
+
+def test_signer_hashes_files_one_way_only() -> None:
+    """signer.digest is the one file hasher of signer: nobody else streams a file into a hash."""
+    root = Path(__file__).resolve().parent.parent / "signer"
+    ways = ("file_digest(", ".readinto(", "posix_fadvise(")
+    others = sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if path.name != "digest.py" and any(way in path.read_text() for way in ways)
+    )
+    assert others == []
+    assert all(way in (root / "digest.py").read_text() for way in (".readinto(", "posix_fadvise("))

@@ -152,3 +152,19 @@ def test_an_unwritable_out_dir_names_the_path_and_reason(
         out.mkdir(mode=0o500)
     line = _error_line(_sign(hsm, "--out-dir", out, artifact), "path-error")
     assert str(out) in line and "nothing was written" in line
+
+
+def test_timestamping_a_signature_path_the_os_refuses(
+    hsm: HsmFixture, tmp_path: Path, tsa: LocalTsa, tsa_pki: TsaPki
+) -> None:
+    """`timestamp` reads its `.p7s` through the capped reader: a path error, not a traceback."""
+    for path, reason in [
+        (tmp_path / ("s" * 300 + ".p7s"), "File name too long"),
+        (tmp_path / "missing.p7s", "no such file"),
+    ]:
+        result = _sealgate(
+            "timestamp", "--tsa", tsa.url, "--tsa-roots", tsa_pki.root_pem, path, env=hsm.env
+        )
+        code = "path-error" if "long" in reason else "file-missing"
+        line = _error_line(result, code)
+        assert str(path) in line and reason in line

@@ -209,7 +209,7 @@ class AwsKmsKey(RemoteKey):
         if usage not in (None, "SIGN_VERIFY"):
             raise ConfigError(
                 f"AWS KMS key {self.key_id!r} has KeyUsage {usage}, not SIGN_VERIFY",
-                hint="create an asymmetric signing key (--key-usage SIGN_VERIFY)",
+                hint="create an asymmetric signing key (aws kms create-key --key-usage SIGN_VERIFY)",
                 code="key-unusable",
                 field="key",
             )
