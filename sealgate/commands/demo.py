@@ -45,6 +45,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--workdir",
         type=Path,
         default=Path("sealgate-demo"),
+        metavar="DIR",
         help="folder for the token, certificates and sample; its parent must exist, and a "
         "non-empty folder is reused only if an earlier demo made it (default: ./sealgate-demo)",
     )
