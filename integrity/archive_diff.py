@@ -43,6 +43,8 @@ MAX_UNPACKED = 2 << 30
 MAX_MEMBERS = 200_000
 
 _CHUNK = 1 << 20
+#: How a line about a member that escapes the archive or is a device starts.
+UNSAFE_PREFIX = "unsafe member in "
 #: The sha256 of no bytes: a tar member that is not a regular file has no content.
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tbz")
@@ -135,7 +137,7 @@ def _diff_members(kind: str, expected: Path, rebuilt: Path) -> list[str]:
     b, order_b = read(rebuilt)
     lines: list[str] = []
     for label, members, order in (("expected", a, order_a), ("rebuilt", b, order_b)):
-        lines += [f"unsafe member in {label}: {w}" for n in order for w in _unsafe(n, members[n])]
+        lines += [f"{UNSAFE_PREFIX}{label}: {w}" for n in order for w in _unsafe(n, members[n])]
     for name in order_a:
         if name not in b:
             lines.append(f"removed {_show(name)} (size {a[name].size}, sha256 {a[name].sha256})")

@@ -62,9 +62,24 @@ def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes: the one file hash of the integrity checks (git blob ids
     are hashed by the tree proof, with git's header)."""
     try:
-        with path.open("rb") as stream:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputError(
+            f"{path}: cannot open ({exc.strerror})", code="path-error", field="artifacts"
+        ) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # swapped for a FIFO or device since it was listed
+            raise InputError(
+                f"{path}: not a regular file (mode {stat.filemode(mode)})",
+                code="not-a-file",
+                field="artifacts",
+            )
+        with os.fdopen(os.dup(fd), "rb") as stream:
             return sha256_stream(stream)
     except OSError as exc:
         raise InputError(
             f"{path}: cannot read ({exc.strerror})", code="path-error", field="artifacts"
         ) from None
+    finally:
+        os.close(fd)

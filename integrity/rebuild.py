@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from integrity.archive_diff import explain, run_diffoscope
+from integrity.archive_diff import UNSAFE_PREFIX, explain, run_diffoscope
 from integrity.artifacts import match_artifacts, select_artifacts
 from integrity.errors import InputError, IntegrityError
 from integrity.files import sha256_file
@@ -58,12 +58,15 @@ class ArtifactResult:
 
     @property
     def code(self) -> str | None:
-        """`rebuild-missing`, `rebuild-mismatch`, or None when reproduced."""
+        """`rebuild-missing`, `rebuild-mismatch` (`unsafe-member` when the rebuilt archive holds
+        a member that escapes it or is a device), or None when reproduced."""
         code = None
         if self.rebuilt_sha256 is None:
             code = "rebuild-missing"
         elif not self.reproduced:
             code = "rebuild-mismatch"
+            if any(line.startswith(UNSAFE_PREFIX) for line in self.differences):
+                code = "unsafe-member"
         return code
 
 

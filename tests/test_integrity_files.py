@@ -32,11 +32,22 @@ def test_sha256_file_is_sha256_of_the_bytes(tmp_path: Path, size: int) -> None:
     assert sha256_stream(io.BytesIO(data)) == hashlib.sha256(data).hexdigest()
 
 
-def test_sha256_file_of_an_unreadable_path_is_a_path_error(tmp_path: Path) -> None:
-    for path in (tmp_path / "missing", tmp_path):  # nothing there; a directory
+def test_sha256_file_reads_only_a_regular_file_and_never_blocks(tmp_path: Path) -> None:
+    """A path swapped after it was listed: a symlink is not followed, a FIFO never read."""
+    target = tmp_path / "real"
+    target.write_bytes(b"bytes")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cases = {tmp_path / "missing": "path-error", link: "path-error", tmp_path: "not-a-file",
+             fifo: "not-a-file"}  # fmt: skip
+    for path, code in cases.items():
         with pytest.raises(InputError) as caught:
             sha256_file(path)
-        assert caught.value.code == "path-error" and str(path) in caught.value.message
+        assert caught.value.code == code, path
+        assert str(path) in caught.value.message
+    assert sha256_file(target) == hashlib.sha256(b"bytes").hexdigest()  # control
 
 
 def test_archive_members_are_hashed_the_same_way(tmp_path: Path) -> None:

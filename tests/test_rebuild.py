@@ -452,3 +452,29 @@ def test_an_older_commit_is_fetched_by_id_not_taken_from_the_workspace(tmp_path:
     assert head.returncode == 1
     assert "differs out/f" in head.stdout
     assert "first difference at byte offset 0; sizes 4 (expected), 4 (rebuilt)" in head.stdout
+
+
+def test_a_rebuilt_archive_with_an_escaping_member_is_unsafe_member(tmp_path: Path) -> None:
+    """The rebuild's archive gains a member with an absolute path: not only a mismatch, the
+    code says the rebuilt archive would write outside itself when extracted."""
+    repo = tmp_path / "repo"
+    script = (
+        "import io, os, sys, tarfile\n"
+        "os.makedirs('out', exist_ok=True)\n"
+        "with tarfile.open('out/app.tar', 'w') as t:\n"
+        "    for name in sys.argv[1:]:\n"
+        "        info = tarfile.TarInfo(name)\n"
+        "        info.size = 3\n"
+        "        t.addfile(info, io.BytesIO(b'abc'))\n"
+    )
+    make_project(repo, {"pack.py": script, "README": "x\n"})
+    subprocess.run([sys.executable, "pack.py", "app/main.py"], cwd=repo, check=True)
+    honest = rebuild(repo, "HEAD", f"{PY} pack.py app/main.py", ["out/*"], diffoscope=False)
+    assert honest.reproduced and honest.code is None  # control
+    evil = rebuild(
+        repo, "HEAD", f"{PY} pack.py app/main.py /etc/cron.d/evil", ["out/*"], diffoscope=False
+    )
+    [artifact] = evil.artifacts
+    assert artifact.status == "differs"
+    assert (artifact.code, evil.code) == ("unsafe-member", "unsafe-member")
+    assert "unsafe member in rebuilt: /etc/cron.d/evil: absolute path" in artifact.differences
