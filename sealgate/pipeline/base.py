@@ -11,6 +11,7 @@ from integrity.commits import CommitChecker, Repository
 from integrity.errors import IntegrityError
 from integrity.gitobjects import git, refuse_grafts
 from integrity.policy import Policy
+from integrity.repository import resolve_commit
 from sealgate.errors import SealgateError
 from signer.errors import ConfigError
 from signer.files import read_capped
@@ -36,12 +37,7 @@ def default_range(
     """
     env = os.environ if env is None else env
     refuse_grafts(root)  # merge-base and the tag walk follow parents: no rewritten ones
-    try:
-        head = git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}").decode().strip()
-    except IntegrityError:
-        raise SealgateError(
-            f"{root}: HEAD does not resolve to a commit", code="commit-unresolved"
-        ) from None
+    head = resolve_commit(root, "HEAD", field="repo")
     try:
         parent = git(root, "rev-parse", "--verify", "--quiet", "HEAD^").decode().strip()
     except IntegrityError:
@@ -119,10 +115,3 @@ def _github_default_branch(event: Path) -> str:
     repository = document.get("repository") if isinstance(document, dict) else None
     branch = repository.get("default_branch") if isinstance(repository, dict) else None
     return branch if isinstance(branch, str) else ""
-
-
-def _split_range(text: str) -> tuple[str, str]:
-    base, sep, head = text.partition("..")
-    if not sep or not base or not head or head.startswith("."):
-        raise SealgateError(f"range {text!r}: use BASE..HEAD", code="bad-range", field="range")
-    return base, head

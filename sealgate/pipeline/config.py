@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from integrity.errors import InputError
-from integrity.gitobjects import work_tree
 from integrity.policy import LinedDict, load_yaml
+from integrity.repository import open_repository
 from sealgate.errors import SealgateError
 from sealgate.options import TSA_OPTIONS, VERIFY_OPTIONS, Setting, parse_setting
 from signer.errors import ConfigError
@@ -133,10 +133,8 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 
 def repo_root(repo: Path) -> Path:
-    """The top of the work tree `repo` is in (a usage error when it is not a repository)."""
-    if not repo.is_dir():
-        raise SealgateError(f"{repo}: no such directory", code="path-error", field="repo")
-    return work_tree(repo)
+    """The top of the work tree `repo` is in, opened as every check opens it (integrity)."""
+    return open_repository(repo)
 
 
 def resolve_config(

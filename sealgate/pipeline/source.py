@@ -10,10 +10,11 @@ from pathlib import Path
 
 from integrity.commits import CommitChecker, Repository, load_cache, save_cache
 from integrity.policy import Policy
+from integrity.repository import parse_range
 from integrity.tree import display_path, prove_tree
 from integrity.watch import watch_build
 from sealgate.options import policy_file
-from sealgate.pipeline.base import _split_range, default_range
+from sealgate.pipeline.base import default_range
 from sealgate.pipeline.config import RunConfig
 from sealgate.pipeline.report import (
     RunResult,
@@ -80,7 +81,7 @@ class SourceStages(StageContext):
             self.result.range, why = default_range(
                 self.root, policy=fixed, base_branch=self.config["base_branch"]
             )
-        base, head = _split_range(self.result.range)
+        base, head = parse_range(self.result.range)
         repo = Repository(self.root)
         try:
             policy = fixed if fixed is not None else repo.policy_at(repo.resolve(base))

@@ -6,8 +6,8 @@ import os
 from collections.abc import Callable
 
 from integrity.errors import IntegrityError
-from integrity.gitobjects import git
 from integrity.policy import Policy
+from integrity.repository import resolve_commit
 from sealgate.errors import SealgateError
 from sealgate.output import os_error_line
 from sealgate.pipeline.config import RunConfig
@@ -42,7 +42,7 @@ class Pipeline(SourceStages, ReleaseStages):
     def run(self) -> RunResult:
         """Run every enabled stage; errors inside a stage fail it with their exit code."""
         prepared = prepare(self.config)
-        self.result.commit = git(self.root, "rev-parse", "HEAD^{commit}").decode().strip()
+        self.result.commit = resolve_commit(self.root, "HEAD", field="repo")
         steps: list[tuple[str, bool, Callable[[Stage], bool | None]]] = [
             ("commits", self.config["verify_commits"], self._commits),
             ("tree", self.config["check_tree"], self._tree),
