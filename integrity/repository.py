@@ -38,18 +38,21 @@ def open_repository(path: Path, *, need_work_tree: bool = True, field: str = "re
         raise path_error(exc.strerror or str(exc)) from None
     except ValueError:  # an embedded NUL byte
         raise path_error("not a valid path (NUL byte)") from None
-    probe = run_git(path, "rev-parse", "--is-bare-repository")
-    if probe.returncode != 0:
+    probe = run_git(path, "rev-parse", "--is-bare-repository", "--is-inside-git-dir")
+    answers = probe.stdout.decode(errors="replace").split()
+    if probe.returncode != 0 or len(answers) != 2:
         raise InputError(
             f"the repository {path}: not a git repository", code="not-a-repository", field=field
         )
-    bare = probe.stdout.decode(errors="replace").strip() == "true"
-    if bare and need_work_tree:
+    bare, in_git_dir = (answer == "true" for answer in answers)
+    if need_work_tree and (bare or in_git_dir):
+        where = "a bare repository" if bare else "inside the .git directory"
         raise InputError(
-            f"the repository {path}: a bare repository has no work tree to prove",
+            f"the repository {path}: {where}, with no work tree to prove",
             code="not-a-repository",
             field=field,
         )
+    bare = bare or in_git_dir
     root = path if bare else (work_tree(path) if need_work_tree else _top(path))
     refuse_grafts(root)
     return root

@@ -160,6 +160,7 @@ def test_open_repository_refuses_in_process_with_code_and_field(tmp_path: Path) 
     assert caught.value.code == "not-a-repository"
 
 
+@pytest.mark.slow
 def test_a_bare_repository_has_objects_but_no_work_tree(signed: tuple[Repo, SshUser]) -> None:
     repo, _ = signed
     bare = repo.path.parent / "bare.git"
@@ -174,6 +175,13 @@ def test_a_bare_repository_has_objects_but_no_work_tree(signed: tuple[Repo, SshU
     assert result.returncode == 0, result.stdout + result.stderr  # commits reads objects only
     result = sealgate("tree", "--repo", bare)
     assert result.returncode == 2 and "[not-a-repository]" in result.stderr
+    # the .git directory of a work tree (or a folder inside it) is no work tree either
+    for inside in (repo.path / ".git", repo.path / ".git" / "objects"):
+        for command in ("tree", "watch", "rebuild"):
+            result = sealgate(command, "--repo", inside, *COMMANDS[command])
+            assert result.returncode == 2, result.stderr
+            assert "[not-a-repository]" in result.stderr
+            assert "inside the .git directory" in result.stderr
 
 
 @pytest.mark.parametrize(
