@@ -192,3 +192,15 @@ def test_the_watchdog_leaves_no_thread_behind() -> None:
     while threading.active_count() > alive and time.monotonic() < deadline:
         time.sleep(0.05)
     assert threading.active_count() <= alive
+
+
+def test_the_budget_holds_through_an_http_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trickling proxy (`HTTP_PROXY`) is stopped by the same watchdog as a server."""
+    with _server(_trickle) as proxy:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        with HttpClient(RetryPolicy(timeout=5.0, budget=1.0)) as client:
+            with pytest.raises(HttpUnavailableError) as caught:
+                client.request("GET", "http://tsa.example.invalid/")
+    assert caught.value.reason == "no complete answer within the time budget of 1 s (1 attempt)"
