@@ -73,14 +73,18 @@ def test_sign_json_prints_the_error_document(
 
 
 def test_verify_a_file_name_longer_than_the_system_allows(hsm: HsmFixture, tmp_path: Path) -> None:
-    long = tmp_path / LONG
-    result = sealgate("verify", "--json", "--trust-roots", hsm.root_pem, long)
+    """Each artifact gets its verdict and code; an unusable path makes the whole run exit 2."""
+    unsigned = tmp_path / "unsigned.bin"
+    unsigned.write_bytes(b"no signature beside me\n")
+    result = sealgate("verify", "--json", "--trust-roots", hsm.root_pem, unsigned, tmp_path / LONG)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
-    assert LONG in result.stdout + result.stderr
-    document = json.loads(result.stdout)
-    codes = [a.get("code") for a in document.get("artifacts", [])] or [document["error"]["code"]]
-    assert codes == ["path-error"], document
+    verdicts = json.loads(result.stdout)["artifacts"]
+    assert [(v["code"], v["verified"]) for v in verdicts] == [
+        ("unsigned", False),
+        ("path-error", False),
+    ]
+    assert LONG in verdicts[1]["reason"]
 
 
 def test_tree_a_repository_path_longer_than_the_system_allows(tmp_path: Path) -> None:
