@@ -76,11 +76,15 @@ class StagedFiles:
     existing: set[Path] = field(default_factory=set)
 
     def _mode_for(self, target: Path) -> int:
+        """A regular file keeps its permission bits (not setuid/setgid/sticky); anything else,
+        a symlink included (its target's mode is not ours to copy), is new: 0o666 & ~umask."""
         try:
-            info = target.stat()
+            info = target.lstat()
         except OSError:
             return 0o666 & ~self.umask
-        return stat.S_IMODE(info.st_mode) if stat.S_ISREG(info.st_mode) else 0o666 & ~self.umask
+        if stat.S_ISREG(info.st_mode):
+            return stat.S_IMODE(info.st_mode) & 0o777
+        return 0o666 & ~self.umask
 
     def write(self, target: Path, data: bytes) -> None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,10 @@ from signer.keys.base import RemoteKey
 from signer.timestamp import TimestampClient, TimestampToken, TsaSettings, token_attribute
 
 SIGNATURE_SUFFIX = ".p7s"
+#: A name is a label for reports (a path, usually): long enough for any path, not for a payload.
+MAX_NAME = 4096
+#: Unicode categories a name may not hold: controls, format (bidi overrides), line separators.
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -214,9 +219,17 @@ def check_digests(items: Sequence[DigestToSign], scheme: SignatureScheme) -> Non
         where = f"digest {index + 1}"
         if not isinstance(item.name, str) or not item.name.strip():
             raise ConfigError(f"{where}: the name is empty", code="bad-name", field="name")
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in item.name):
+        if any(unicodedata.category(c) in _HIDDEN for c in item.name):
+            # a newline forges a report line, U+202E turns "gpj.exe" into "exe.jpg"
             raise ConfigError(
-                f"{where} {item.name!r}: the name holds control characters",
+                f"{where} {item.name!r}: the name holds control or formatting characters",
+                code="bad-name",
+                field="name",
+            )
+        if len(item.name) > MAX_NAME:
+            raise ConfigError(
+                f"{where} {item.name[:40]!r}...: the name is {len(item.name)} characters, more "
+                f"than {MAX_NAME}",
                 code="bad-name",
                 field="name",
             )

@@ -204,3 +204,40 @@ def test_the_budget_holds_through_an_http_proxy(monkeypatch: pytest.MonkeyPatch)
             with pytest.raises(HttpUnavailableError) as caught:
                 client.request("GET", "http://tsa.example.invalid/")
     assert caught.value.reason == "no complete answer within the time budget of 1 s (1 attempt)"
+
+
+def _endless_body(conn: socket.socket, stop: threading.Event) -> None:
+    """200 with no length, then bytes until the client hangs up."""
+    try:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/timestamp-reply\r\n\r\n")
+        while not stop.is_set():
+            conn.sendall(b"\0" * 65536)
+    except OSError:
+        return
+
+
+def _redirect(conn: socket.socket, stop: threading.Event) -> None:
+    try:
+        conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://elsewhere.invalid/\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    except OSError:
+        return
+
+
+@pytest.mark.parametrize(
+    ("handler", "reason"),
+    [(_endless_body, "answer too large to be a timestamp response"), (_redirect, "HTTP 307")],
+)
+def test_a_tsa_answer_that_is_endless_or_a_redirect_is_refused_at_once(
+    tsa_pki: TsaPki, handler: Callable[[socket.socket, threading.Event], None], reason: str
+) -> None:
+    with _server(handler) as url:
+        settings = _tsa_settings(url, tsa_pki, timeout=5.0, retries=3, budget=20.0)
+        with TimestampClient(settings) as client, pytest.raises(BackendUnavailableError) as caught:
+            client.stamp(b"value", "sha256")
+    assert caught.value.code == "tsa-bad-response"
+    assert f"{url}: {reason}" in caught.value.message

@@ -168,3 +168,19 @@ def test_timestamping_a_signature_path_the_os_refuses(
         code = "path-error" if "long" in reason else "file-missing"
         line = _error_line(result, code)
         assert str(path) in line and reason in line
+
+
+def test_a_symlink_at_the_signature_path_lends_it_neither_mode_nor_content(
+    hsm: HsmFixture, artifact: Path, tmp_path: Path
+) -> None:
+    """A planted `app.tar.gz.p7s -> world-writable file`: the link is replaced, its target
+    untouched, and the signature gets the umask's mode, not the target's 0666."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    victim.chmod(0o666)
+    link = artifact.parent / "app.tar.gz.p7s"
+    link.symlink_to(victim)
+    result = _sign(hsm, artifact, umask=0o022)
+    assert result.returncode == 0, result.stderr
+    assert not link.is_symlink() and _mode(link) == 0o644
+    assert victim.read_bytes() == b"precious\n" and _mode(victim) == 0o666

@@ -131,6 +131,9 @@ _GOOD = hashlib.sha256(b"content").digest()
         ([DigestToSign("", "sha256", _GOOD)], "bad-name", "name", "digest 1: the name is empty"),
         ([DigestToSign("  ", "sha256", _GOOD)], "bad-name", "name", "the name is empty"),
         ([DigestToSign("a\nforged line", "sha256", _GOOD)], "bad-name", "name", "control"),
+        ([DigestToSign("app\u202egpj.exe", "sha256", _GOOD)], "bad-name", "name", "formatting"),
+        ([DigestToSign("a\u2028b", "sha256", _GOOD)], "bad-name", "name", "control"),
+        ([DigestToSign("a" * 4097, "sha256", _GOOD)], "bad-name", "name", "more than 4096"),
         ([DigestToSign("a", "sha256", _GOOD), DigestToSign("a", "sha256", _GOOD)],
          "duplicate-name", "name", "digest 2 'a': the name is given twice"),
         # one bad item refuses the whole batch, wherever it is
