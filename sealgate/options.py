@@ -140,11 +140,20 @@ def parse_setting(kind: str, raw: Any, where: str, base: Path) -> Any:
             raise SealgateError(
                 f"{where}: expected a list or a string, got {raw!r}", code="bad-setting"
             )
-        items = [item for item in items if item]
+        items = [_text(item, where) for item in items if item]
         return [base / item for item in items] if kind == "paths" else items
     if not isinstance(raw, str | int | float) or isinstance(raw, bool):
         raise SealgateError(f"{where}: expected a string, got {raw!r}", code="bad-setting")
-    return base / str(raw) if kind == "path" else str(raw)
+    text = _text(str(raw), where)
+    return base / text if kind == "path" else text
+
+
+def _text(value: str, where: str) -> str:
+    """A value without a NUL byte: no path, URI or command holds one, and it would reach the OS
+    as a ValueError instead of this one-line error."""
+    if "\x00" in value:
+        raise SealgateError(f"{where}: {value!r} holds a NUL byte", code="bad-setting")
+    return value
 
 
 def _help(setting: Setting) -> str:

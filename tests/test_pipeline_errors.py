@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.components.cli import sealgate
 from tests.components.gitrepo import Repo
 from tests.components.hsm import HsmFixture
@@ -75,3 +77,18 @@ def test_a_repository_that_is_a_file(tmp_path: Path, hsm: HsmFixture) -> None:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert str(plain) in result.stderr and result.stderr.startswith("sealgate: error: [")
+
+
+@pytest.mark.parametrize("key", ["report", "tsa_roots", "artifacts", "chain", "crl", "key"])
+def test_a_nul_byte_in_sealgate_yml_is_a_usage_error(
+    built: Repo, hsm: HsmFixture, key: str
+) -> None:
+    """A NUL reaches the OS as ValueError, not OSError: refused as the setting it is in."""
+    (built.path / "sealgate.yml").write_text(f'{key}: "dist/a\\0b"\n')
+    result = sealgate("run", "--repo", built.path, env=hsm.env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip()
+    assert line.startswith("sealgate: error: [bad-setting] ") and "sealgate.yml line 1" in line
+    assert key in line and "NUL" in line
+    assert _signatures(built) == []
