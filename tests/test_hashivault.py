@@ -10,7 +10,6 @@ import hashlib
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -355,15 +354,13 @@ def test_unreachable_address_is_backend_unavailable(
 ) -> None:
     address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("VAULT_ADDR", address)
-    started = time.monotonic()
     with pytest.raises(BackendUnavailableError) as caught:
         VaultTransitKey("hashivault://k")
-    elapsed = time.monotonic() - started
-    assert caught.value.exit_code == 3
+    # the backoff itself (full jitter, within the budget) is held by tests/test_signer_http.py
+    assert (caught.value.exit_code, caught.value.code) == (3, "kms-unreachable")
     assert address in caught.value.message
     assert "connection refused" in caught.value.message
     assert "4 attempts" in caught.value.message
-    assert 1.0 < elapsed < 10.0  # it backed off, within the bound
     _assert_no_token(caught.value, vault.token)
 
 

@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Sequence
 from typing import Any, Final, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -27,6 +27,7 @@ from signer.errors import BackendUnavailableError, ConfigError
 from signer.http import HttpClient, HttpFailedError, HttpResponse, HttpUnavailableError, RetryPolicy
 from signer.keys.base import RemoteKey
 from signer.keys.settings import kms_timeout
+from signer.redact import redact_url
 
 __all__ = ["VaultTransitKey", "parse_uri"]
 
@@ -93,16 +94,6 @@ def _first_env(*names: str) -> tuple[str, str] | None:
     return None
 
 
-def _public_address(address: str) -> str:
-    """The address as shown in messages: without any user:password@ part."""
-    parts = urlsplit(address)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 class VaultTransitKey(RemoteKey):
     """A transit key on Vault or OpenBao, signing digests over the HTTP API."""
 
@@ -145,7 +136,7 @@ class VaultTransitKey(RemoteKey):
                 "and the token in VAULT_TOKEN (or BAO_TOKEN)",
                 code="credentials-in-url",
             )
-        self.address = _public_address(address)
+        self.address = redact_url(address)  # bare by now; shown only through the redactor
         token = _first_env("VAULT_TOKEN", "BAO_TOKEN")
         if token is None:
             raise ConfigError(
