@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -99,7 +100,16 @@ def _fail(args: argparse.Namespace, code: str, message: str, field: str | None) 
     print(f"sealgate: error: [{code}] {message}", file=sys.stderr)
 
 
+def _printable_streams() -> None:
+    """A file name that is not UTF-8 is printed escaped, never a UnicodeEncodeError traceback
+    (which would be exit 1, "verification failed") under a strict locale."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _printable_streams()
     arguments = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in arguments if not a.startswith("-")), None)
     parser = build_parser(first if first in COMMANDS else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -145,3 +146,23 @@ def test_a_field_error_with_json_carries_the_field(hsm: HsmFixture) -> None:
         "field": "at",
         "message": "--at: '1999-13-40': not an ISO 8601 time",
     }
+
+
+@pytest.mark.parametrize("command", ["sign", "verify"])
+def test_a_file_name_that_is_not_utf8_under_a_strict_locale(
+    hsm: HsmFixture, tmp_path: Path, command: str
+) -> None:
+    """Printing the name must not raise UnicodeEncodeError (a traceback, exit 1)."""
+    name = os.fsdecode(b"app-\xff.bin")
+    artifact = tmp_path / name
+    artifact.write_bytes(b"an artifact with a Latin-1 name\n")
+    env = {**hsm.env, "PYTHONIOENCODING": "utf-8:strict"}
+    args: list[str | Path] = (
+        ["sign", "--key", hsm.uri("ec256"), artifact]
+        if command == "sign"
+        else ["verify", "--trust-roots", hsm.root_pem, artifact]
+    )
+    result = sealgate(*args, env=env)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == (0 if command == "sign" else 1), result.stderr
+    assert "app-\\udcff.bin" in result.stdout
