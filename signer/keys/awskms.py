@@ -8,7 +8,6 @@ never leaves it.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol, Self, cast
 from urllib.parse import urlsplit
@@ -21,7 +20,7 @@ from signer.algorithms import KeyKind, SignatureScheme, key_kind
 from signer.errors import BackendUnavailableError, ConfigError
 from signer.keys.base import RemoteKey
 from signer.keys.settings import kms_timeout
-from signer.redact import redact_url
+from signer.redact import redact_text
 
 __all__ = ["AwsKmsKey", "parse_uri"]
 
@@ -121,11 +120,6 @@ def _carries_credentials(url: str) -> bool:
     return "@" in parts.netloc or bool(parts.query) or bool(parts.fragment)
 
 
-def redact_url_text(text: str) -> str:
-    """botocore's messages quote the endpoint: show each URL in them redacted."""
-    return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+", lambda m: redact_url(m.group(0)), text)
-
-
 def _region_of(key_id: str) -> str | None:
     """A key ARN names its region (arn:PARTITION:kms:REGION:ACCOUNT:key/ID); use it."""
     parts = key_id.split(":")
@@ -194,7 +188,7 @@ class AwsKmsKey(RemoteKey):
             )
         except boto_errors.BotoCoreError as exc:
             raise ConfigError(
-                f"{uri}: cannot set up the AWS KMS client: {redact_url_text(str(exc))}",
+                f"{uri}: cannot set up the AWS KMS client: {redact_text(str(exc))}",
                 code="kms-setup-failed",
                 field="key",
             ) from None
