@@ -4,6 +4,7 @@ and the flag, before anything is signed; one missing folder level is made, never
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,31 @@ def test_a_nul_byte_in_sealgate_yml_is_a_usage_error(
     assert line.startswith("sealgate: error: [bad-setting] ") and "sealgate.yml line 1" in line
     assert key in line and "NUL" in line
     assert _signatures(built) == []
+
+
+@pytest.mark.parametrize("attest", [True, False])
+def test_an_artifact_name_that_is_not_utf8(
+    built: Repo, tmp_path: Path, hsm: HsmFixture, attest: bool
+) -> None:
+    """No output may fail on the name after signing: report, stage lines, job summary; the
+    VSA cannot name it, so with the attestation on it is refused before anything is signed."""
+    (built.path / "dist" / os.fsdecode(b"app-\xff.bin")).write_bytes(b"latin-1 name\n")
+    summary = tmp_path / "summary.md"
+    report = tmp_path / "report.json"
+    result = sealgate(
+        "run", "--repo", built.path, "--no-commits", "--artifacts", "dist/*.bin",
+        "--key", hsm.uri(LABEL), "--chain", hsm.chain_pem, "--trust-roots", hsm.root_pem,
+        "--report", report, *([] if attest else ["--no-attest"]),
+        env={**hsm.env, "GITHUB_STEP_SUMMARY": str(summary), "PYTHONIOENCODING": "utf-8:strict"},
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    document = json.loads(report.read_text())
+    if attest:
+        assert result.returncode == 2, result.stdout + result.stderr
+        sign = next(s for s in document["stages"] if s["name"] == "sign")
+        assert sign["code"] == "name-not-utf8" and "app-\\xff.bin" in sign["summary"]
+        assert _signatures(built) == []
+    else:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "app-\\udcff.bin" in summary.read_text()
+        assert len(document["signatures"]) == 2

@@ -174,5 +174,6 @@ def write_outputs(result: RunResult, config: RunConfig, env: Mapping[str, str]) 
     os.replace(temporary, report)
     summary = env.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a", encoding="utf-8") as stream:
+        # a file name that is not UTF-8 is shown escaped, not a UnicodeEncodeError after signing
+        with open(summary, "a", encoding="utf-8", errors="backslashreplace") as stream:
             stream.write(markdown_summary(result))
