@@ -110,7 +110,7 @@ def scheme_for(
         raise ConfigError(
             f"unsupported digest {rsa_digest!r}: use one of {', '.join(HASH_NAMES)}",
             code="unknown-digest-algorithm",
-            field="rsa_digest",
+            field="digest",
         )
     return SignatureScheme(kind, rsa_digest, rsa_padding)
 
