@@ -8,18 +8,18 @@ so `tree`, `watch` and `rebuild` all write attestations the same way through
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pathspec
-
+from integrity.artifacts import select_artifacts
 from integrity.attestation import CHECK_LEVEL, statement_bytes, vsa_statement
+from integrity.tree import display_path
 from sealgate.errors import SealgateError
 from signer.atomic import write_all
+from signer.digest import digest_file
 from signer.dsse import IN_TOTO_PAYLOAD_TYPE, envelope_bytes, sign_envelope
 from signer.keys import open_key
 
@@ -74,19 +74,36 @@ def add_subject_option(parser: argparse.ArgumentParser, default_help: str) -> No
 
 
 def subjects(root: Path, globs: Sequence[str]) -> list[tuple[str, str]]:
-    """(repo-relative name, sha256) of the regular files under `root` matching `globs`."""
+    """(repo-relative name, sha256) of the regular files under `root` matching `globs`, chosen
+    by the one artifact matcher and hashed by the one file hasher."""
     if not globs:
         return []
-    spec = pathspec.PathSpec.from_lines("gitignore", globs)
-    found: list[tuple[str, str]] = []
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        if relative.startswith(".git/") or not path.is_file() or path.is_symlink():
-            continue
-        if spec.match_file(relative):
-            with open(path, "rb") as stream:
-                found.append((relative, hashlib.file_digest(stream, "sha256").hexdigest()))
-    return found
+    found = {path for hits in select_artifacts(root, globs) for path in hits}
+    return [
+        (subject_name(root, path, field="attest_subject"), subject_digest(path))
+        for path in sorted(found)
+    ]
+
+
+def subject_name(root: Path, path: Path, *, field: str) -> str:
+    """The subject's repo-relative name; a VSA is UTF-8 JSON, so a name that is not UTF-8 is
+    refused here (before signing, in `run`), not as an encoding error in the statement."""
+    relative = path.relative_to(root).as_posix()
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SealgateError(
+            f"{display_path(relative)}: the name is not UTF-8, so the attestation cannot "
+            "name it (rename the file, or switch the attestation off)",
+            code="name-not-utf8",
+            field=field,
+        ) from None
+    return relative
+
+
+def subject_digest(path: Path) -> str:
+    """The sha256 a VSA subject carries."""
+    return digest_file(path, "sha256").digest.hex()
 
 
 def attest_result(

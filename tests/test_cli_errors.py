@@ -15,6 +15,7 @@ from sealgate.cli import build_parser, error_line, flag_names
 from sealgate.errors import SealgateError
 from signer.errors import ConfigError
 from tests.components.cli import sealgate
+from tests.components.gitrepo import make_repo
 from tests.components.hsm import HsmFixture
 
 LONG = "x" * 300  # longer than NAME_MAX (255) on every file system we run on
@@ -166,3 +167,20 @@ def test_a_file_name_that_is_not_utf8_under_a_strict_locale(
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == (0 if command == "sign" else 1), result.stderr
     assert "app-\\udcff.bin" in result.stdout
+
+
+def test_tree_attest_subject_whose_name_is_not_utf8(hsm: HsmFixture, tmp_path: Path) -> None:
+    """A VSA subject is a JSON string: the name is refused with its code, never a traceback."""
+    repo = make_repo(tmp_path)
+    repo.write(".gitignore", "dist/\n")
+    repo.commit_ssh(None, "ignore the build output")
+    (repo.path / "dist").mkdir()
+    (repo.path / "dist" / os.fsdecode(b"app-\xff.bin")).write_bytes(b"a latin-1 name\n")
+    out = tmp_path / "tree.vsa.json"
+    result = sealgate(
+        "tree", "--repo", repo.path, "--allow-untracked", "dist/", "--attest", out,
+        "--attest-key", hsm.uri("ec256"), "--attest-subject", "dist/*", env=hsm.env,
+    )  # fmt: skip
+    line = _one_error(result, 2, "name-not-utf8")
+    assert '--attest-subject: "dist/app-\\xff.bin": the name is not UTF-8' in line
+    assert not out.exists()

@@ -7,13 +7,10 @@ from pathlib import Path
 
 from integrity.artifacts import match_artifacts
 from integrity.attestation import CHECK_LEVEL, vsa_statement
-from integrity.tree import display_path
-from sealgate.attest import write_attestation
-from sealgate.errors import SealgateError
+from sealgate.attest import subject_digest, subject_name, write_attestation
 from sealgate.pipeline.prepare import Prepared
 from sealgate.pipeline.report import PASSED, Stage
 from sealgate.pipeline.source import StageContext
-from signer.digest import digest_file
 from signer.keys import open_key
 from signer.sign import SIGNATURE_SUFFIX, sign_artifacts
 from signer.verify import verify_artifact
@@ -26,9 +23,9 @@ class ReleaseStages(StageContext):
         artifacts = match_artifacts(
             self.root, self.config["artifacts"], exclude_suffixes=(SIGNATURE_SUFFIX,)
         )
-        if self.config["attest"]:
+        if self.config["attest"]:  # the VSA must be able to name each one: known before signing
             for path in artifacts:
-                self._nameable(path)
+                subject_name(self.root, path, field="artifacts")
         with open_key(self.config["key"]) as key:
             self.result.key = key.display_uri
             self.result.signed = sign_artifacts(key, artifacts, prepared.sign_options)
@@ -38,20 +35,6 @@ class ReleaseStages(StageContext):
         )
         stage.details = {"signatures": [str(s.signature) for s in self.result.signed]}
         return True
-
-    def _nameable(self, path: Path) -> None:
-        """A VSA subject is a UTF-8 JSON string: a name that is not UTF-8 is refused before
-        signing, not as an encoding error after it."""
-        relative = path.relative_to(self.root).as_posix()
-        try:
-            relative.encode("utf-8")
-        except UnicodeEncodeError:
-            raise SealgateError(
-                f"{display_path(relative)}: the name is not UTF-8, so the attestation cannot "
-                "name it (rename the file, or switch the attestation off)",
-                code="name-not-utf8",
-                field="artifacts",
-            ) from None
 
     def _verify(self, stage: Stage, prepared: Prepared) -> bool:
         assert prepared.verify_policy is not None  # noqa: S101 - prepare() made it
@@ -88,10 +71,7 @@ class ReleaseStages(StageContext):
             commit=commit,
             resource_uri=f"git+file://{self.root}@{commit}",
             subjects=[
-                (
-                    s.artifact.relative_to(self.root).as_posix(),
-                    digest_file(s.artifact, "sha256").digest.hex(),
-                )
+                (subject_name(self.root, s.artifact, field="artifacts"), subject_digest(s.artifact))
                 for s in self.result.signed
             ],
             policy_uri=None,
