@@ -181,18 +181,23 @@ def ca_usage_problem(cert: x509.Certificate, purpose: Purpose) -> Problem | None
     )
 
 
+def utc_text(moment: dt.datetime) -> str:
+    """A moment as the gate's messages show it: ISO 8601 in UTC with a 'Z'."""
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 def validity_problem(cert: x509.Certificate, at: dt.datetime, role: str) -> Problem | None:
     """Why the certificate was not valid at `at`; None when it was."""
     if at < cert.not_valid_before_utc:
         return Problem(
-            f"{role} {describe(cert)!r} was not yet valid at {at.isoformat()} "
-            f"(valid from {cert.not_valid_before_utc.isoformat()})",
+            f"{role} {describe(cert)!r} was not yet valid at {utc_text(at)} "
+            f"(valid from {utc_text(cert.not_valid_before_utc)})",
             code="certificate-not-yet-valid",
         )
     if at > cert.not_valid_after_utc:
         return Problem(
-            f"{role} {describe(cert)!r} had expired at {at.isoformat()} "
-            f"(expired {cert.not_valid_after_utc.isoformat()})",
+            f"{role} {describe(cert)!r} had expired at {utc_text(at)} "
+            f"(expired {utc_text(cert.not_valid_after_utc)})",
             code="certificate-expired",
         )
     return None

@@ -32,6 +32,7 @@ from signer.certificates import (
     leaf_problem,
     load_certificates,
     usage_problem,
+    utc_text,
     validity_problem,
 )
 from signer.errors import ConfigError, VerificationError
@@ -135,7 +136,7 @@ def validate_path(
         if reason is None:
             reason = Problem(
                 f"no chain from {describe(leaf)!r} to a trusted root at "
-                f"{at.astimezone(dt.UTC).isoformat().replace('+00:00', 'Z')}: "
+                f"{utc_text(at)}: "
                 f"{_detail(str(exc))}",
                 code="untrusted-chain",
             )

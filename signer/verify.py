@@ -20,7 +20,7 @@ from typing import Literal
 from cryptography import x509
 
 from signer.algorithms import HASH_NAMES
-from signer.certificates import CODE_SIGNING, describe, fingerprint
+from signer.certificates import CODE_SIGNING, describe, fingerprint, utc_text
 from signer.chain import check_validity, validate_path
 from signer.cmsverify import (
     SignedMessage,
@@ -180,17 +180,13 @@ def _signature_present(artifact: Path, signature: Path, folder: Path | None) -> 
         ) from None
 
 
-def _utc_text(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 def _time_source(token: TimestampToken | None, at: dt.datetime | None, now: dt.datetime) -> str:
     """Which moment a time check used, in words: the token's, the given time, or now."""
     if token is not None:
-        return f"the timestamp ({_utc_text(token.gen_time)})"
+        return f"the timestamp ({utc_text(token.gen_time)})"
     if at is not None:
-        return f"{_utc_text(at)} (the given time; no trusted timestamp)"
-    return f"now ({_utc_text(now)}; no trusted timestamp)"
+        return f"{utc_text(at)} (the given time; no trusted timestamp)"
+    return f"now ({utc_text(now)}; no trusted timestamp)"
 
 
 def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
@@ -431,7 +427,7 @@ def _check_revocation(
                 moment = "the given time" if policy.at else "now,"
                 judge.soft(
                     f"{where}: the CRL of {describe(issuer)!r} is out of date (nextUpdate "
-                    f"{_utc_text(next_update)}, before {moment} {_utc_text(now)}); "
+                    f"{utc_text(next_update)}, before {moment} {utc_text(now)}); "
                     "fetch a current one",
                     code="crl-stale",
                 )
@@ -444,13 +440,13 @@ def _check_revocation(
             if reason == x509.ReasonFlags.key_compromise:
                 judge.soft(
                     f"{where}: {role} {describe(cert)!r} was revoked for key compromise on "
-                    f"{_utc_text(when)}; no signature by it is trusted",
+                    f"{utc_text(when)}; no signature by it is trusted",
                     code="key-compromised",
                 )
             elif when <= signing_moment:
-                before = f"the signing time {_utc_text(token.gen_time)}" if token else judged
+                before = f"the signing time {utc_text(token.gen_time)}" if token else judged
                 judge.soft(
-                    f"{where}: {role} {describe(cert)!r} was revoked on {_utc_text(when)}"
+                    f"{where}: {role} {describe(cert)!r} was revoked on {utc_text(when)}"
                     f"{f' ({reason.value})' if reason else ''}, before {before}",
                     code="revoked",
                 )

@@ -1016,8 +1016,8 @@ def test_control_a_gen_time_with_fractions_and_z_verifies(signed: tuple[Lab, Pat
 @pytest.mark.parametrize(
     ("at", "code", "reason"),
     [
-        ("9999-12-31T23:59:59Z", 1, "had expired at 9999-12-31T23:59:59+00:00"),
-        ("0001-01-01T00:00:00Z", 1, "was not yet valid at 0001-01-01T00:00:00+00:00"),
+        ("9999-12-31T23:59:59Z", 1, "had expired at 9999-12-31T23:59:59Z"),
+        ("0001-01-01T00:00:00Z", 1, "was not yet valid at 0001-01-01T00:00:00Z"),
         ("10000-01-01T00:00:00Z", 2, "not an ISO 8601 time"),
         ("2026-13-01", 2, "not an ISO 8601 time"),
     ],
