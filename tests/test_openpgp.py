@@ -220,8 +220,9 @@ def test_load_key_lists_subkeys(world: World) -> None:
 
 
 def test_load_key_refuses_secret_key(world: World) -> None:
-    with pytest.raises(InputError, match="is a secret key; give the public key"):
+    with pytest.raises(InputError, match="is a secret key; give the public key") as caught:
         load_openpgp_key(world.alice_secret, where="alice.sec")
+    assert caught.value.code == "policy-invalid"
 
 
 @pytest.mark.parametrize(
@@ -233,8 +234,9 @@ def test_load_key_refuses_secret_key(world: World) -> None:
     ],
 )
 def test_load_key_rejects_garbage_naming_where(text: str) -> None:
-    with pytest.raises(InputError, match=r"keys/x\.asc"):
+    with pytest.raises(InputError, match=r"keys/x\.asc") as caught:
         load_openpgp_key(text, where="keys/x.asc")
+    assert caught.value.code == "policy-invalid"
 
 
 def test_load_key_wants_exactly_one(world: World) -> None:
@@ -452,8 +454,9 @@ def test_policy_keys_verify_commits(world: World) -> None:
 
 
 def test_policy_bad_toml_names_source_and_line() -> None:
-    with pytest.raises(InputError, match=r"policy\.toml.*line 2"):
+    with pytest.raises(InputError, match=r"policy\.toml.*line 2") as caught:
         parse_sequoia_policy("version = 0\n[authorization.x\n", source="policy.toml")
+    assert caught.value.code == "policy-invalid"
 
 
 def test_policy_bad_keyring_names_authorization() -> None:

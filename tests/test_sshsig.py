@@ -184,8 +184,9 @@ def test_rejections(keys: dict[str, Key], tmp_path: Path, kind: str) -> None:
         verify_sshsig(armor(bytes(blob)), MESSAGE)
 
     wrong_ns = sign(key, MESSAGE, tmp_path, namespace="file")
-    with pytest.raises(SignatureError, match="namespace is 'file', not 'git'"):
+    with pytest.raises(SignatureError, match="namespace is 'file', not 'git'") as wrong:
         verify_sshsig(wrong_ns, MESSAGE)
+    assert wrong.value.code == "bad-signature" and wrong.value.exit_code == 1
     assert verify_sshsig(wrong_ns, MESSAGE, namespace="file") == key.pub
 
     for broken in (
@@ -292,8 +293,9 @@ def test_unknown_hash_and_version(keys: dict[str, Key]) -> None:
         verify_sshsig(build_sshsig(blob, sign_data, MESSAGE, hashalg="sha384"), MESSAGE)
     good = dearmor(build_sshsig(blob, sign_data, MESSAGE))
     v2 = good[:6] + (2).to_bytes(4, "big") + good[10:]
-    with pytest.raises(UnsupportedSignatureError, match="version 2"):
+    with pytest.raises(UnsupportedSignatureError, match="version 2") as unsupported:
         verify_sshsig(armor(v2), MESSAGE)
+    assert unsupported.value.code == "unsupported-signature"
     with pytest.raises(SignatureError, match="trailing"):
         verify_sshsig(armor(good + b"\x00"), MESSAGE)
 
@@ -437,6 +439,7 @@ def test_bad_public_key_lines(keys: dict[str, Key], tmp_path: Path) -> None:
         ) as info:
             parse_public_key(line, where="policy.yml line 7")
         assert reason in info.value.message, (line, info.value.message)
+        assert info.value.code == "policy-invalid"
     small = tmp_path / "small"
     run(["ssh-keygen", "-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", str(small)])
     with pytest.raises(InputError, match="1024 bits is too small"):
@@ -529,3 +532,4 @@ def test_allowed_signers_errors(keys: dict[str, Key], line: str, reason: str) ->
     with pytest.raises(InputError, match=r"^\.sealgate/allowed_signers line 4: ") as info:
         parse_allowed_signers(text, source=".sealgate/allowed_signers")
     assert reason in info.value.message, info.value.message
+    assert info.value.code == "policy-invalid"
