@@ -469,7 +469,9 @@ def test_commits_gate_on_openpgp_signature_tricks(tmp_path: Path) -> None:
         _forge(repo, "carol, cut", cut_carol)
         result = sealgate("commits", "--repo", repo.path, "--range", "base..HEAD", "--json")
         assert result.returncode == 1, result.stdout + result.stderr
-        reasons = {c["subject"]: c["reason"] for c in json.loads(result.stdout)["commits"]}
+        commits = json.loads(result.stdout)["commits"]
+        reasons = {c["subject"]: c["reason"] for c in commits}
+        codes = {c["subject"]: c["code"] for c in commits}
         assert reasons["honest carol"] is None
         assert reasons["padded like GitHub"] is None
         assert "text-mode signature (type 0x01)" in str(reasons["text mode"])
@@ -479,6 +481,15 @@ def test_commits_gate_on_openpgp_signature_tricks(tmp_path: Path) -> None:
         assert mallory in str(reasons["outsider, cut"])
         assert "bad signature" in str(reasons["carol, cut"])
         assert "malformed" in str(reasons["carol, cut"])
+        assert codes == {
+            "honest carol": None,
+            "padded like GitHub": None,
+            "text mode": "bad-signature",
+            "two packets": "bad-signature",
+            "trailing garbage": "bad-signature",
+            "outsider, cut": "unknown-key",  # a key the policy does not list, not a bad one
+            "carol, cut": "bad-signature",
+        }
     finally:
         subprocess.run(["gpgconf", "--kill", "gpg-agent"], check=False,
                        env={**os.environ, "GNUPGHOME": str(home)})  # fmt: skip
