@@ -24,6 +24,8 @@ from signer.redact import environment_secrets, redact_text
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
 #: the reason code of an OS error on a path that escaped a command
 PATH_ERROR = "path-error"
+#: the output's reader closed it early: 128 + SIGPIPE, as a shell reports a killed writer
+EXIT_BROKEN_PIPE = 141
 
 
 #: command -> module with `add_parser()`. Only the command being run is imported, so
@@ -96,7 +98,10 @@ def _fail(args: argparse.Namespace, code: str, message: str, field: str | None) 
     """The error line on stderr; with --json also the error document on stdout."""
     message = redact_text(message, environment_secrets(os.environ))
     if getattr(args, "json", False) is True:
-        emit_json({"error": {"code": code, "message": message, "field": field}})
+        try:
+            emit_json({"error": {"code": code, "message": message, "field": field}})
+        except BrokenPipeError:  # the error line below still tells the story
+            _silence_stdout()
     print(f"sealgate: error: [{code}] {message}", file=sys.stderr)
 
 
@@ -108,6 +113,13 @@ def _printable_streams() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _printable_streams()
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -116,9 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # a reader that went away shows here, not at the interpreter's exit
     except (SignerError, IntegrityError, SealgateError) as exc:
         _fail(args, exc.code, error_line(exc, flag_names(parser, args)), exc.field)
         return exc.exit_code
+    except BrokenPipeError:  # the reader went away (`| head`): no traceback, and never a pass
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except OSError as exc:  # a path too long, not a directory, not permitted: usage, not a verdict
         _fail(args, PATH_ERROR, os_error_line(exc), None)
         return EXIT_USAGE

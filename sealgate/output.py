@@ -23,6 +23,7 @@ def os_error_line(exc: OSError) -> str:
 
 def emit_json(document: object) -> None:
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()  # a reader that went away shows here, inside the command, not at exit
 
 
 @contextmanager

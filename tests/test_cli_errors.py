@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,23 @@ def test_tree_attest_subject_whose_name_is_not_utf8(hsm: HsmFixture, tmp_path: P
     line = _one_error(result, 2, "name-not-utf8")
     assert '--attest-subject: "dist/app-\\xff.bin": the name is not UTF-8' in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("output", [["--json"], []])
+def test_a_reader_that_goes_away_is_no_traceback_and_no_pass(
+    hsm: HsmFixture, tmp_path: Path, output: list[str]
+) -> None:
+    """`sealgate verify --json ... | head`: a closed pipe is exit 141, never 0, never a trace."""
+    artifacts = []
+    for number in range(3):
+        artifacts.append(tmp_path / f"a{number}.bin")
+        artifacts[-1].write_bytes(b"unsigned\n")
+    command = [sys.executable, "-m", "sealgate", "verify", *output, "--trust-roots",
+               str(hsm.root_pem), *map(str, artifacts)]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # the reader is gone before the first byte
+        stderr = process.stderr.read().decode()
+        code = process.wait(timeout=120)
+    assert code == 141, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
