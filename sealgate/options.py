@@ -195,8 +195,7 @@ def resolve(
         if setting.choices and value not in setting.choices:
             raise SealgateError(
                 f"${setting.env} {value!r}: use one of {', '.join(setting.choices)}",
-                code="bad-setting",
-                field=name,
+                code="bad-setting",  # no field: the flag's own choices are checked by argparse
             )
         values[name] = list(value) if isinstance(value, list | tuple) else value
     return values

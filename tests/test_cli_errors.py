@@ -205,3 +205,19 @@ def test_a_reader_that_goes_away_is_no_traceback_and_no_pass(
         code = process.wait(timeout=120)
     assert code == 141, stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_verify_reads_the_shared_variables_as_run_does(hsm: HsmFixture, tmp_path: Path) -> None:
+    """$SEALGATE_LEVEL and $SEALGATE_AT mean the same to verify as to run: checked, typed."""
+    artifact = tmp_path / "a.bin"
+    artifact.write_bytes(b"x\n")
+    for variable, value, code in (("SEALGATE_LEVEL", "lenient", "bad-setting"),
+                                  ("SEALGATE_AT", "yesterday", "bad-time")):  # fmt: skip
+        env = {**hsm.env, variable: value}
+        result = sealgate("verify", "--trust-roots", hsm.root_pem, artifact, env=env)
+        line = _one_error(result, 2, code)
+        assert value in line
+    control = sealgate(
+        "verify", "--trust-roots", hsm.root_pem, artifact, env={**hsm.env, "SEALGATE_LEVEL": ""}
+    )
+    assert control.returncode == 1 and "unsigned" in control.stdout  # empty means unset
