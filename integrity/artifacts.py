@@ -8,6 +8,7 @@ artifact, and the walk never follows a symlinked directory out of the root.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -68,7 +69,22 @@ def _spec(glob: str) -> pathspec.PathSpec[pathspec.Pattern]:
         raise bad("must not leave the repository ('..')")
     if glob.startswith(("!", "#")):
         raise bad("a negation or comment selects no file")
-    return pathspec.PathSpec.from_lines("gitignore", [glob])
+    return gitignore_spec([glob], field=FIELD)
+
+
+def gitignore_spec(patterns: Sequence[str], *, field: str) -> pathspec.PathSpec[pathspec.Pattern]:
+    """The gitignore-style spec of `patterns`; one pathspec cannot compile (a trailing
+    backslash) is InputError `bad-glob` naming it, never a library exception."""
+    for pattern in patterns:
+        try:
+            pathspec.PathSpec.from_lines("gitignore", [pattern])
+        except (ValueError, re.error) as exc:  # GitIgnorePatternError, a regex it cannot build
+            raise InputError(
+                f"glob {pattern!r}: not a valid gitignore-style pattern ({exc})",
+                code="bad-glob",
+                field=field,
+            ) from None
+    return pathspec.PathSpec.from_lines("gitignore", patterns)
 
 
 def _regular_files(root: Path, exclude_suffixes: tuple[str, ...]) -> list[str]:

@@ -180,7 +180,7 @@ def rebuild(
                 f"build command {command!r} not found (bash exit 127)",
                 hint=f"build log tail: {tail.strip()[-500:]}" if tail.strip() else None,
                 code="build-command-not-found",
-                field="command",
+                field="build_command",
             )
         produced = {
             p.relative_to(clone).as_posix(): p

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pathspec
 
+from integrity.artifacts import gitignore_spec
 from integrity.errors import InputError
 from integrity.gitobjects import git
 from integrity.repository import open_repository, resolve_commit
@@ -325,7 +326,7 @@ class _IgnoreRules:
         for path, oid in files.items():
             text = blobs.get(oid, b"").decode("utf-8", "replace")
             base = path[: -len(".gitignore")]
-            self.specs.append((base, pathspec.GitIgnoreSpec.from_lines(text.splitlines())))
+            self.specs.append((base, _ignore_spec(text.splitlines())))
         self.specs.sort(key=lambda item: item[0].count("/"))
 
     def ignored(self, path: str) -> bool:
@@ -336,6 +337,22 @@ class _IgnoreRules:
                 if result.include is not None:
                     verdict = bool(result.include)
         return verdict
+
+
+def _ignore_spec(lines: list[str]) -> pathspec.GitIgnoreSpec:
+    """A committed `.gitignore` as git reads it: a line that is no valid pattern (a trailing
+    backslash) matches nothing, it does not stop the proof (the rules only explain)."""
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+    except ValueError:
+        valid: list[str] = []
+        for line in lines:
+            try:
+                pathspec.GitIgnoreSpec.from_lines([line])
+            except ValueError:
+                continue
+            valid.append(line)
+        return pathspec.GitIgnoreSpec.from_lines(valid)
 
 
 def _submodule_tree(
@@ -381,7 +398,7 @@ class _Proof:
                 f"submodule mode {submodules!r}: use prove or refuse", field="submodules"
             )
         self.hash_name = hash_name
-        self.allowed = pathspec.PathSpec.from_lines("gitignore", allow_untracked)
+        self.allowed = gitignore_spec(allow_untracked, field="allow_untracked")
         self.submodules = submodules
 
     def _is_allowed(self, path: str, *, is_dir: bool = False) -> bool:

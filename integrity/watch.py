@@ -41,9 +41,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import pathspec
 from inotify_simple import INotify, flags  # type: ignore[import-untyped]
 
+from integrity.artifacts import gitignore_spec
 from integrity.errors import InputError
 from integrity.gitobjects import git
 from integrity.repository import open_repository, resolve_commit
@@ -198,7 +198,7 @@ class _Watcher:
         self.tracked_dirs = frozenset(
             path[:i] for path in self.tracked for i, c in enumerate(path) if c == "/"
         )
-        self.outputs = pathspec.PathSpec.from_lines("gitignore", outputs)
+        self.outputs = gitignore_spec(outputs, field="outputs")
         self.inotify: Any = INotify()
         self.paths: dict[int, str] = {}  # watch descriptor -> directory, "" is the root
         self.files: dict[int, str] = {}  # watch descriptor -> tracked file (its inode)

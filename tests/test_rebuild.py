@@ -320,7 +320,7 @@ def test_build_command_not_found(tmp_path: Path) -> None:
         "--artifacts", "README",
     )  # fmt: skip
     assert result.returncode == 2
-    assert "[build-command-not-found]" in result.stderr
+    assert "[build-command-not-found] --command: " in result.stderr
     assert "not found" in result.stderr
     assert "no-such-build-tool" in result.stderr
 
@@ -333,7 +333,7 @@ def test_artifact_glob_matching_nothing_is_named(tmp_path: Path) -> None:
         "--artifacts", "dist/*.whl",
     )  # fmt: skip
     assert result.returncode == 2
-    assert "[artifact-glob-empty]" in result.stderr
+    assert "[artifact-glob-empty] --artifacts: " in result.stderr
     assert "'dist/*.whl' matches no file" in result.stderr
 
 

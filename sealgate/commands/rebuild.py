@@ -25,7 +25,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "LC_ALL/LANG=C.UTF-8, PYTHONHASHSEED=0, a fresh HOME, the caller's PATH and nothing else "
         "(see --pass-env), then compares each workspace artifact with the rebuilt one.",
     )
-    parser.add_argument("--command", required=True, help="the build command (run with bash -c)")
+    # dest: `command` is the subcommand's own dest (the CLI finds the running parser by it)
+    parser.add_argument(
+        "--command",
+        dest="build_command",
+        required=True,
+        help="the build command (run with bash -c)",
+    )
     parser.add_argument(
         "--artifacts",
         action="append",
@@ -57,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     report = rebuild(
         args.repo,
         args.commit,
-        args.command,
+        args.build_command,
         args.artifacts,
         args.pass_env,
         keep=args.keep,

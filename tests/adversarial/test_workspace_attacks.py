@@ -554,3 +554,40 @@ def test_core_worktree_cannot_aim_the_proof_at_a_clean_copy(tmp_path: Path) -> N
             result.stderr
         )
         assert "[worktree-redirected]" in result.stderr
+
+
+# -- patterns that do not compile: a committed .gitignore, declared globs ---------------------
+
+
+def test_a_gitignore_line_that_is_no_pattern_cannot_stop_or_blind_the_proof(
+    tmp_path: Path,
+) -> None:
+    """A committed `.gitignore` ending a line in a lone backslash was a traceback (exit 1, as
+    if verification had failed). Git ignores such a line; so does the proof, which still names
+    every extra file and still explains the valid lines."""
+    repo = _repo(tmp_path / "w")
+    repo.write(".gitignore", "*.pyc\nweird\\\n")
+    repo.commit_ssh(None, "a .gitignore with a line that is no pattern")
+    assert _tree(repo)[0] == 0  # control: nothing extra, the proof passes
+    (repo.path / "weird\\").write_text("x")
+    (repo.path / "stale.pyc").write_bytes(b"x")
+    code, out = _tree(repo)
+    assert code == 1
+    assert 'added "weird\\\\": untracked and not ignored' in out
+    assert "added stale.pyc: ignored by .gitignore, present before the build" in out
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [("tree", "--allow-untracked"), ("watch", "--outputs"), ("rebuild", "--artifacts")],
+)
+def test_a_declared_glob_that_does_not_compile_is_bad_glob(
+    tmp_path: Path, command: str, flag: str
+) -> None:
+    repo = _repo(tmp_path / "w")
+    extra = {"watch": ["--", "true"], "rebuild": ["--command", "true"]}.get(command, [])
+    result = sealgate(command, "--repo", repo.path, flag, "src\\", *extra)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "[bad-glob]" in result.stderr and "'src\\\\'" in result.stderr
+    assert flag in result.stderr

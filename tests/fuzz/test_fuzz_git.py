@@ -5,14 +5,17 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from integrity.errors import IntegrityError
+from integrity.artifacts import match_artifacts
+from integrity.errors import InputError, IntegrityError
 from integrity.gitobjects import parse_commit, parse_tag, parse_tree, split_commit, split_tag
 from integrity.openpgp import OpenPgpKeyring, load_openpgp_key, load_openpgp_keys
+from integrity.repository import parse_range
 from integrity.sshsig import parse_public_key, verify_sshsig
 from tests.components.gitrepo import Repo, gpg_user, make_repo, ssh_user
 from tests.fuzz.common import FUZZ, TEXT_TOKENS, hostile, only_typed
@@ -134,3 +137,55 @@ def test_openpgp_verify_raises_only_typed_errors(seeds: Seeds, data: st.DataObje
 def test_openpgp_key_loading_raises_only_typed_errors(seeds: Seeds, data: st.DataObject) -> None:
     armored = data.draw(hostile(seeds.gpg_armored, tokens=TEXT_TOKENS))
     only_typed(lambda: load_openpgp_keys(armored, where="fuzz keyring"), (IntegrityError,))
+
+
+#: Pieces that matter to a range and a glob: separators, option dashes, escapes, wildcards.
+_RANGE_PIECES = ["..", "...", ".", "-", "--", "^", "~", "@", "{", "}", ":", "/", " ", "\t",
+                 "\n", "\x00", "\x7f", "\u200b", "HEAD", "main", "v1.0", "a" * 40, "refs/heads/"]  # fmt: skip
+_GLOB_PIECES = ["*", "**", "?", "[", "]", "!", "#", "\\", "/", "..", ".", ".git", "dist", "a.whl",
+                " ", "\n", "\x00", "é", "~"]  # fmt: skip
+
+
+@FUZZ
+@given(pieces=st.lists(st.sampled_from(_RANGE_PIECES) | st.text(max_size=4), max_size=8))
+def test_a_range_is_two_revisions_or_bad_range(pieces: list[str]) -> None:
+    """Whatever the text: (BASE, HEAD) that put back together give it, neither side empty or
+    an option, or InputError `bad-range`; never another exception."""
+    text = "".join(pieces)
+    try:
+        base, head = parse_range(text)
+    except InputError as exc:
+        assert exc.code == "bad-range"
+        return
+    assert f"{base}..{head}" == text
+    assert base and head and not base.startswith("-") and not head.startswith(("-", "."))
+
+
+@pytest.fixture(scope="module")
+def artifact_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fuzz-artifacts")
+    for rel in ("dist/a.whl", "dist/sub/b.whl", "README", ".git/config", "x/.git"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    (root / "link.whl").symlink_to(root / "dist" / "a.whl")
+    return root
+
+
+@pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")  # re, on `[[`
+@FUZZ
+@given(pieces=st.lists(st.sampled_from(_GLOB_PIECES) | st.text(max_size=3), max_size=6))
+def test_a_glob_selects_regular_files_inside_or_is_refused(
+    artifact_root: Path, pieces: list[str]
+) -> None:
+    """Any glob: regular files under the root, never under .git, never a symlink, each once;
+    or InputError `bad-glob` / `artifact-glob-empty`."""
+    glob = "".join(pieces)
+    try:
+        found = match_artifacts(artifact_root, [glob, glob])
+    except InputError as exc:
+        assert exc.code in ("bad-glob", "artifact-glob-empty"), exc.code
+        return
+    assert found and len(found) == len(set(found))
+    for path in found:
+        relative = path.relative_to(artifact_root)
+        assert ".git" not in relative.parts and not path.is_symlink() and path.is_file()
