@@ -111,6 +111,7 @@ def test_dev_sh_refuses_an_unknown_command_before_installing(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.component  # the demo starts SoftHSM and its TSA itself
 def test_demo_prints_the_activation_line_and_its_commands_work_as_printed(tmp_path: Path) -> None:
     """Off PATH, the demo says how to reach `sealgate`; its verify and sign lines, pasted into
     a fresh shell after that line, work."""
@@ -140,6 +141,7 @@ def test_demo_prints_the_activation_line_and_its_commands_work_as_printed(tmp_pa
     assert (tmp_path / "more.bin.p7s").is_file()
 
 
+@pytest.mark.component
 def test_demo_on_path_prints_no_activation_line(tmp_path: Path) -> None:
     """The control: with the venv on PATH the commands are bare and nothing else is asked."""
     _require_softhsm()
@@ -184,6 +186,7 @@ def _port_open(port: int) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.component
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_demo_serve_keeps_the_tsa_for_stamp_later_until_stopped(
     tmp_path: Path, stop_signal: signal.Signals

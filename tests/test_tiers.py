@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +105,70 @@ def test_a_run_that_stops_what_it_starts_passes(tmp_path: Path) -> None:
     result = _run_inner(tmp_path, _LEAKY.format(pids=str(tmp_path / "pids")), "-k", "stops")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "outlived" not in result.stdout
+
+
+# --- tiers --------------------------------------------------------------------------------
+
+_SAMPLE = [
+    "tests/adversarial/test_workspace_attacks.py",
+    "tests/test_digest_and_cms_units.py",
+    "tests/test_plugins.py",
+    "tests/test_timestamp.py",
+    "tests/test_tiers.py",
+]
+
+
+def _collected(marker: str) -> set[str]:
+    """The node ids `pytest --collect-only -m MARKER` selects from the sample files."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
+         "-m", marker, *_SAMPLE],
+        cwd=REPO, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {line for line in result.stdout.splitlines() if "::" in line}
+
+
+def _files(nodeids: set[str]) -> set[str]:
+    return {nodeid.split("::", 1)[0] for nodeid in nodeids}
+
+
+@pytest.mark.slow
+def test_markers_are_applied_by_location_fixture_and_measurement() -> None:
+    adversarial = _collected("adversarial")
+    assert _files(adversarial) == {"tests/adversarial/test_workspace_attacks.py"}
+    plugin = _collected("plugin")
+    assert _files(plugin) == {"tests/test_plugins.py"}
+    assert all("under_act" in n or "under_gitlab_ci_local" in n for n in plugin), plugin
+    assert len(plugin) >= 2, "act and gitlab-ci-local each have tests"
+    component = _collected("component")
+    assert "tests/test_timestamp.py" in _files(component)  # the tsa fixtures
+    assert plugin <= component  # the plugin runs use the token and the TSA
+    assert "tests/test_digest_and_cms_units.py" not in _files(component)
+    slow = _collected("slow")
+    assert plugin <= slow, "the plugin runs are measured slow"
+    assert any("test_a_process_that_outlives" in n for n in slow)  # marked in place
+    quick = _collected("not slow")
+    assert not quick & slow and "tests/test_digest_and_cms_units.py" in _files(quick)
+
+
+def test_component_detection_follows_the_modules_helpers() -> None:
+    """A test that starts a component through a helper of its module is a component test."""
+    from tests.components.tiers import code_names, matches
+
+    namespace: dict[str, Any] = {"subprocess": subprocess}
+    source = (
+        "def _start():\n    subprocess.run(['gpg', '--version'])\n"
+        "def _via():\n    _start()\n"
+        "def test_through_helpers():\n    _via()\n"
+        "def test_alone():\n    return 'gpg.format=ssh'\n"
+    )
+    exec(compile(source, "<sample module>", "exec"), namespace)
+    assert "gpg" in code_names(namespace["test_through_helpers"], namespace)
+    assert "gpg" not in code_names(namespace["test_alone"], namespace)  # the control
+    assert "gpg" not in code_names(namespace["test_through_helpers"], namespace, depth=2)
+    assert matches("tests/test_x.py::test_a[p1-p2]", {"tests/test_x.py::test_a"})
+    assert matches("tests/test_x.py::test_a[p]", {"tests/test_x.py::*"})
+    assert not matches("tests/test_x.py::test_ab", {"tests/test_x.py::test_a"})
+    assert matches("tests/test_x.py::test_a[p-q]", {"tests/test_x.py::test_a[p-q]"})
+    assert not matches("tests/test_x.py::test_a[p-r]", {"tests/test_x.py::test_a[p-q]"})
