@@ -396,6 +396,7 @@ def test_an_intermediate_whose_eku_excludes_code_signing_cannot_issue_signers(
         lab.verify(pem(lab.tmp / "root.pem", root.cert)),
         f"CA {intermediate.subject!r} may not issue codeSigning certificates",
         f"its extended key usage is {named}",
+        reason_code="untrusted-chain",
     )
 
 
@@ -409,6 +410,7 @@ def test_a_nested_intermediate_excluding_code_signing_breaks_the_chain_anywhere(
     assert_blocked(
         lab.verify(pem(lab.tmp / "root.pem", root.cert)),
         f"CA {upper.subject!r} may not issue codeSigning certificates",
+        reason_code="untrusted-chain",
     )
 
 
@@ -419,6 +421,7 @@ def test_a_trust_root_whose_eku_excludes_code_signing_anchors_no_signer(lab: Lab
     assert_blocked(
         lab.verify(pem(lab.tmp / "root.pem", root.cert)),
         f"CA {root.subject!r} may not issue codeSigning certificates",
+        reason_code="untrusted-chain",
     )
 
 
@@ -436,6 +439,7 @@ def test_an_expired_intermediate_is_named_with_its_dates(lab: Lab) -> None:
     assert_blocked(
         lab.verify(pem(lab.tmp / "root.pem", root.cert)),
         f"intermediate CA {intermediate.subject!r} had expired at",
+        reason_code="certificate-expired",
     )
 
 
@@ -600,6 +604,7 @@ def test_a_tsa_certificate_with_a_second_usage_is_refused(signed: tuple[Lab, Pat
         "timestamp not accepted",
         "timeStamping must be its only extended key usage (RFC 3161 section 2.3), it also has "
         "codeSigning",
+        reason_code="timestamp-untrusted",
     )
     # stock OpenSSL refuses it as well
     token = parse_signed_data(lab.p7s.read_bytes(), "p7s").timestamp_tokens[0]
@@ -616,6 +621,7 @@ def test_a_tsa_certificate_with_a_non_critical_usage_is_refused(signed: tuple[La
             roots, "--tsa-roots", pem(lab.tmp / "t.pem", tsa_root.cert), "--require-timestamp"
         ),
         "timeStamping extended key usage is not marked critical",
+        reason_code="timestamp-untrusted",
     )
 
 
@@ -655,6 +661,7 @@ def test_a_tsa_chain_through_a_client_auth_ca_is_refused(signed: tuple[Lab, Path
             roots, "--tsa-roots", pem(lab.tmp / "t.pem", tsa_root.cert), "--require-timestamp"
         ),
         f"CA {intermediate.subject!r} may not issue timeStamping certificates",
+        reason_code="timestamp-untrusted",
     )
 
 
@@ -717,7 +724,10 @@ def test_a_token_without_certificates_needs_tsa_certs(
     verify += ["--tsa-roots", tsa_pki.root_pem, "--require-timestamp"]
     assert_verified(run(*verify, "--tsa-certs", tsa_pki.chained_certs_pem, artifact))
     assert_blocked(
-        run(*verify, artifact), "timestamp not accepted", "certificate is not in the signature"
+        run(*verify, artifact),
+        "timestamp not accepted",
+        "certificate is not in the signature",
+        reason_code="timestamp-untrusted",
     )
     # the bundle is untrusted: with the TSA root missing from --tsa-roots it proves nothing
     other_roots = pem(tmp_path / "other.pem", make_root("Not the TSA root").cert)
@@ -791,7 +801,11 @@ def test_openssl_cms_sign_with_cades_passes_the_gate(lab: Lab) -> None:
 def test_openssl_cms_sign_without_cades_is_refused_for_its_missing_ess_binding(lab: Lab) -> None:
     signer = _openssl_signer(lab.tmp, ec.generate_private_key(ec.SECP256R1()))
     _openssl_sign(lab, signer)
-    assert_blocked(lab.verify(signer.root), "no signingCertificate attribute binds the certificate")
+    assert_blocked(
+        lab.verify(signer.root),
+        "no signingCertificate attribute binds the certificate",
+        reason_code="ess-binding-missing",
+    )
 
 
 def _pss_params(p7s: Path) -> Any:
@@ -906,6 +920,7 @@ def test_an_identity_of_one_kind_never_matches_another(
         lab.verify(roots, "--identity", identity),
         "is not an allowed identity",
         f"(allowed: {identity})",
+        reason_code="identity-mismatch",
     )
 
 
@@ -923,7 +938,11 @@ def test_a_san_holding_the_text_of_another_kind_does_not_match_it(lab: Lab) -> N
     lab.sign(leaf)
     roots = pem(lab.tmp / "root.pem", root.cert)
     for identity in ("email:alice@example.com", "CN=Alice,O=Sealgate Attack Lab"):
-        assert_blocked(lab.verify(roots, "--identity", identity), "is not an allowed identity")
+        assert_blocked(
+            lab.verify(roots, "--identity", identity),
+            "is not an allowed identity",
+            reason_code="identity-mismatch",
+        )
 
 
 @pytest.mark.parametrize(
@@ -965,7 +984,12 @@ def test_a_signing_time_without_z_is_malformed_not_a_crash(lab: Lab, raw: bytes)
     leaf = root.issue("Release signer", eku=[EKU.CODE_SIGNING])
     lab.sign(leaf, signing_time=_signing_time_attribute(raw))
     result = lab.verify(pem(lab.tmp / "root.pem", root.cert))
-    assert_blocked(result, "malformed signingTime", "a UTC time ending in 'Z' is required")
+    assert_blocked(
+        result,
+        "malformed signingTime",
+        "a UTC time ending in 'Z' is required",
+        reason_code="malformed-signature",
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -997,7 +1021,9 @@ def test_a_gen_time_without_z_is_malformed_not_a_type_error(
     result = lab.verify(
         roots, "--tsa-roots", pem(lab.tmp / "t.pem", tsa_root.cert), "--require-timestamp"
     )
-    assert_blocked(result, "timestamp not accepted", "malformed genTime")
+    assert_blocked(
+        result, "timestamp not accepted", "malformed genTime", reason_code="timestamp-untrusted"
+    )
     assert "TypeError" not in result.stdout + result.stderr
 
 
@@ -1071,7 +1097,7 @@ def test_a_fifo_artifact_is_refused_at_once(signed: tuple[Lab, Path]) -> None:
     lab.artifact.unlink()
     _fifo(lab.artifact)
     result = lab.verify(roots)
-    assert_blocked(result, "is a FIFO, not a regular file", code=2)
+    assert_blocked(result, "is a FIFO, not a regular file", code=2, reason_code="not-a-file")
 
 
 def test_an_oversized_signature_file_is_refused_unread(signed: tuple[Lab, Path]) -> None:
@@ -1079,7 +1105,13 @@ def test_an_oversized_signature_file_is_refused_unread(signed: tuple[Lab, Path])
     with lab.p7s.open("r+b") as stream:
         stream.truncate(SIGNATURE_LIMIT + 1)  # sparse: costs no disk
     result = lab.verify(roots)
-    assert_blocked(result, "signature", f"more than the {SIGNATURE_LIMIT} allowed", code=2)
+    assert_blocked(
+        result,
+        "signature",
+        f"more than the {SIGNATURE_LIMIT} allowed",
+        code=2,
+        reason_code="file-too-large",
+    )
 
 
 def test_a_fifo_signature_given_to_timestamp_is_refused(
@@ -1313,6 +1345,7 @@ def test_a_token_over_another_signature_value_is_refused(signed: tuple[Lab, Path
         ),
         "timestamp not accepted",
         "the token's message imprint is not over this signature",
+        reason_code="timestamp-untrusted",
     )
 
 
@@ -1335,7 +1368,13 @@ def test_a_token_from_a_valid_tsa_outside_the_signer_validity_proves_nothing(lab
         pem(lab.tmp / "t.pem", tsa_root.cert),
         "--require-timestamp",
     )
-    assert_blocked(result, "signer certificate", "had expired at", "judged at the timestamp")
+    assert_blocked(
+        result,
+        "signer certificate",
+        "had expired at",
+        "judged at the timestamp",
+        reason_code="certificate-expired",
+    )
 
 
 def test_a_ca_signed_leaf_without_eku_nesting_in_a_tsa_chain_is_refused(
@@ -1352,6 +1391,7 @@ def test_a_ca_signed_leaf_without_eku_nesting_in_a_tsa_chain_is_refused(
         ),
         f"CA {intermediate.subject!r} may not issue timeStamping certificates",
         "its extended key usage is codeSigning",
+        reason_code="timestamp-untrusted",
     )
 
 
@@ -1366,6 +1406,7 @@ def test_a_tsa_certificate_that_is_a_ca_is_refused(signed: tuple[Lab, Path]) -> 
         ),
         "timestamp not accepted",
         f"certificate {tsa.subject!r} is a CA certificate",
+        reason_code="timestamp-untrusted",
     )
 
 
@@ -1392,6 +1433,7 @@ def test_an_out_of_date_crl_proves_nothing(lab: Lab) -> None:
         lab.verify(roots, "--crl", stale),
         f"the CRL of {root.subject!r} is out of date",
         "fetch a current one",
+        reason_code="crl-stale",
     )
     current = _crl_file(lab.tmp / "current.crl", root, next_update=_now() + dt.timedelta(days=1))
     assert_verified(lab.verify(roots, "--crl", current))
@@ -1410,6 +1452,7 @@ def test_a_tsa_certificate_whose_key_usage_cannot_sign_is_refused(
         ),
         "timestamp not accepted",
         f"certificate {tsa.subject!r}: its keyUsage lacks digitalSignature or nonRepudiation",
+        reason_code="timestamp-untrusted",
     )
 
 
@@ -1431,4 +1474,5 @@ def test_an_expired_tsa_intermediate_is_named(signed: tuple[Lab, Path]) -> None:
         ),
         "timestamp not accepted",
         f"intermediate CA {intermediate.subject!r} had expired at",
+        reason_code="timestamp-untrusted",
     )
