@@ -121,6 +121,10 @@ def release(
     return SignedRelease(artifact, p7s, der, policy, verdict, (start, start + len(root_der)))
 
 
+#: Codes that say only "something failed": every refusal of a corrupted signature has its own.
+GENERIC_CODES = (None, "error", "verification-failed", "bad-input")
+
+
 def test_the_uncorrupted_release_verifies(release: SignedRelease) -> None:
     assert release.verdict.verified, release.verdict.reason
     assert release.verdict.timestamp is not None
@@ -149,6 +153,7 @@ def test_a_corrupted_signature_never_verifies_and_never_raises(
         return
     assert verdict.verified is False
     assert isinstance(verdict.reason, str) and verdict.reason
+    assert verdict.code not in GENERIC_CODES, (verdict.code, verdict.reason)
 
 
 def test_every_single_bit_flip_is_refused(release: SignedRelease) -> None:
@@ -167,6 +172,7 @@ def test_every_single_bit_flip_is_refused(release: SignedRelease) -> None:
             verified.append(offset)
         else:
             assert verdict.reason
+            assert verdict.code not in GENERIC_CODES, (offset, verdict.code, verdict.reason)
     start, end = release.root_copy
     assert [offset for offset in verified if not start <= offset < end] == []
 
