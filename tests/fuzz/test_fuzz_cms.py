@@ -95,6 +95,18 @@ def test_cms_parser_raises_only_typed_errors(seeds: Seeds, data: st.DataObject) 
     only_typed(lambda: _cms(der), (SignerError,))
 
 
+@FUZZ
+@given(data=st.data())
+def test_cms_parser_refusals_carry_a_specific_code(seeds: Seeds, data: st.DataObject) -> None:
+    """The audit log keys on codes: no hostile signature is refused with a generic one."""
+    der = data.draw(hostile(seeds.p7s, others=[seeds.token, seeds.response]))
+    try:
+        _cms(der)
+    except SignerError as exc:
+        parse_codes = {"malformed-signature", "unsupported-signature", "signer-certificate-missing"}
+        assert exc.code in parse_codes, (exc.code, exc.message)
+
+
 def _window() -> tuple[dt.datetime, dt.datetime]:
     now = dt.datetime.now(dt.UTC)
     return now - dt.timedelta(days=1), now + dt.timedelta(days=1)
