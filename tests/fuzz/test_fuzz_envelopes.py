@@ -108,6 +108,26 @@ def test_dsse_raises_only_typed_errors(seeds: Seeds, data: st.DataObject) -> Non
     )
 
 
+#: The codes an envelope refusal may carry; a generic one would tell the audit log nothing.
+ENVELOPE_CODES = {
+    "malformed-envelope",
+    "payload-type-mismatch",
+    "unsigned",
+    "bad-signature",
+    "untrusted-key",
+}
+
+
+@FUZZ
+@given(data=st.data())
+def test_dsse_refusals_carry_an_envelope_code(seeds: Seeds, data: st.DataObject) -> None:
+    envelope = data.draw(hostile(seeds.envelope, tokens=JSON_TOKENS))
+    try:
+        open_envelope(envelope, [seeds.public], expected_type=IN_TOTO_PAYLOAD_TYPE)
+    except SignerError as exc:
+        assert exc.code in ENVELOPE_CODES, (exc.code, exc.message)
+
+
 @FUZZ
 @given(data=st.data())
 def test_vsa_parser_raises_only_typed_errors(seeds: Seeds, data: st.DataObject) -> None:
