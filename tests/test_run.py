@@ -111,8 +111,14 @@ def test_an_unsigned_commit_stops_the_pipeline_before_signing(
     statuses = _statuses(report)
     assert statuses["commits"] == "failed"
     assert {statuses[s] for s in STAGES[1:]} == {"skipped"}
-    assert "unsigned change" in " ".join(report["stages"][0]["reasons"])
-    assert "unsigned change" in stdout
+    commits = report["stages"][0]
+    assert commits["code"] == "unsigned" and report["code"] == "unsigned"
+    assert [(c["subject"], c["code"]) for c in commits["commits"]] == [
+        ("sources", None),
+        ("unsigned change", "unsigned"),
+    ]
+    assert "commits  failed   [unsigned]" in stdout
+    assert all(report["stages"][i]["code"] is None for i in range(1, len(STAGES)))
     assert _signatures(repo) == [] and not (repo.path / "dist").exists()
 
 
@@ -129,7 +135,12 @@ def test_a_modified_source_fails_the_tree_stage_and_nothing_is_signed(
     statuses = _statuses(report)
     assert statuses["commits"] == "passed" and statuses["tree"] == "failed"
     assert statuses["watch"] == statuses["sign"] == "skipped"
-    assert any("src/app.txt" in reason for reason in report["stages"][1]["reasons"])
+    tree = report["stages"][1]
+    assert tree["code"] == "tree-mismatch"
+    assert [(d["path"], d["code"]) for d in tree["differences"]] == [
+        ("src/app.txt", "tree-modified")
+    ]
+    assert "tree     failed   [tree-mismatch]" in stdout
     assert report["stages"][1]["annotations"] == [
         {"file": "src/app.txt", "message": "modified: content differs"}
     ]
@@ -239,4 +250,29 @@ def test_default_range_starts_at_the_newest_tag_signed_under_the_fixed_policy(
         "no trusted base for the commit range: give --range BASE..HEAD (or --base-branch, "
         "or a fixed --policy with signed release tags)" in stdout
     )
+    assert _signatures(repo) == []
+
+
+@pytest.mark.parametrize(
+    ("build", "code"),
+    [
+        ("mkdir -p dist && echo one > dist/app-1.bin && exit 3", "build-failed"),
+        ("mkdir -p dist && echo one > dist/app-1.bin && echo more >> src/app.txt", "tampered"),
+    ],
+)
+def test_a_failed_or_tampering_build_fails_the_watch_stage_with_its_code(
+    repo: Repo, tmp_path: Path, hsm: HsmFixture, build: str, code: str
+) -> None:
+    exit_code, stdout, _, report = _run(
+        repo, tmp_path, hsm, "--range", "base..HEAD", "--build-command", build,
+        "--artifacts", "dist/*", "--key", hsm.uri("ec256"), "--no-verify",
+    )  # fmt: skip
+    assert exit_code == 1, stdout
+    watch = next(stage for stage in report["stages"] if stage["name"] == "watch")
+    assert watch["status"] == "failed" and watch["code"] == code
+    assert f"watch    failed   [{code}]" in stdout
+    if code == "tampered":
+        assert [(f["path"], f["code"]) for f in watch["findings"]][:1] == [
+            ("src/app.txt", "tampered")
+        ]
     assert _signatures(repo) == []
