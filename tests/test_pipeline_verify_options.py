@@ -82,8 +82,13 @@ def test_control_the_run_passes_with_the_signers_identity(
 def test_an_identity_that_does_not_match_fails_the_verify_stage(
     built: Repo, tmp_path: Path, hsm: HsmFixture
 ) -> None:
-    code, output, report = _run(built, tmp_path, hsm, "--identity", "email:release@elsewhere.test")
+    summary = tmp_path / "summary.md"
+    code, output, report = _run(
+        built, tmp_path, hsm, "--identity", "email:release@elsewhere.test",
+        GITHUB_STEP_SUMMARY=str(summary),
+    )  # fmt: skip
     assert code == 1, output
+    assert "| verify | ❌ failed | `identity-mismatch` 0 verified, 1 failed" in summary.read_text()
     verify = _stage(report, "verify")
     assert verify["status"] == "failed" and verify["code"] == "identity-mismatch"
     assert [v["code"] for v in report["verify"]] == ["identity-mismatch"]

@@ -143,7 +143,7 @@ def markdown_summary(result: RunResult) -> str:
         "|---|---|---|",
     ]
     for stage in result.stages.values():
-        detail = stage.summary
+        detail = (f"`{stage.code}` " if stage.code else "") + stage.summary
         if stage.reasons:
             detail += "<br>" + "<br>".join(_cell(r) for r in stage.reasons[:10])
         lines.append(f"| {stage.name} | {icon[stage.status]} {stage.status} | {_cell(detail)} |")
