@@ -512,7 +512,7 @@ def test_run_with_credentials_in_the_tsa_url_and_vault_env_shows_them_nowhere(
     _assert_no_secret(shown)
     assert result.returncode == 0, result.stdout + result.stderr
     document: dict[str, Any] = json.loads(report.read_text())
-    urls = [s["timestamp"]["url"] for s in document["signatures"]]
+    urls = [s["timestamp"]["tsa_url"] for s in document["signatures"]]
     assert urls and all("tsa-user" not in url and "token=REDACTED" in url for url in urls)
 
 
@@ -571,7 +571,10 @@ def test_sign_json_with_a_credential_tsa_url_shows_it_nowhere(
     _assert_no_secret(_outputs(result))
     assert result.returncode == 0, result.stdout + result.stderr
     stamp = json.loads(result.stdout)["signed"][0]["timestamp"]
-    assert stamp["url"].startswith(tsa.url.split("://")[0]) and "token=REDACTED" in stamp["url"]
+    assert (
+        stamp["tsa_url"].startswith(tsa.url.split("://")[0])
+        and "token=REDACTED" in stamp["tsa_url"]
+    )
 
 
 def test_an_unreachable_credential_tsa_is_reported_without_its_credentials(
