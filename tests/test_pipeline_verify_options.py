@@ -22,7 +22,7 @@ LABEL = "ec256"
 
 @pytest.fixture
 def built(repo: Repo) -> Repo:  # noqa: F811 - the fixture imported above
-    """The artifact present before the run (no build stage), as an ignored file."""
+    """The artifact present before the run (no build stage): untracked, declared by the glob."""
     (repo.path / "dist").mkdir()
     (repo.path / "dist" / "app.bin").write_bytes(b"the release\n")
     return repo
