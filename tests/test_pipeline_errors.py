@@ -80,7 +80,7 @@ def test_a_repository_that_is_a_file(tmp_path: Path, hsm: HsmFixture) -> None:
     assert str(plain) in result.stderr and result.stderr.startswith("sealgate: error: [")
 
 
-@pytest.mark.parametrize("key", ["report", "tsa_roots", "artifacts", "chain", "crl", "key"])
+@pytest.mark.parametrize("key", ["report", "tsa_certs", "artifacts", "chain", "crl", "certificate"])
 def test_a_nul_byte_in_sealgate_yml_is_a_usage_error(
     built: Repo, hsm: HsmFixture, key: str
 ) -> None:

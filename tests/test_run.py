@@ -183,21 +183,22 @@ def test_configuration_from_sealgate_yml_and_the_pin_stays_secret(
 ) -> None:
     pin = hsm.token.pin_file.read_text().strip()
     key = f"pkcs11:token={hsm.token.label};object=ec256?module-path={hsm.token.module}&pin-value={pin}"
+    # The key and what the gate trusts come from the CI configuration, never from the file
+    # under test (test_the_sealgate_yml_under_test_cannot_choose_the_key_or_the_trust).
     repo.write(
         "sealgate.yml",
         f"build-command: {json.dumps(BUILD)}\n"
         "artifacts: [nothing/*]\n"
-        f"key: {json.dumps(key)}\n"
         f"chain: [{hsm.chain_pem}]\n"
-        f"tsa_urls: [{tsa.url}]\n"
-        f"tsa_roots: {tsa_pki.root_pem}\n"
-        f"trust_roots: {hsm.root_pem}\n",
+        f"tsa_urls: [{tsa.url}]\n",
     )
     repo.commit_ssh(alice, "pipeline settings")
     summary = tmp_path / "summary.md"
     code, stdout, stderr, report = _run(
         repo, tmp_path, hsm, "--range", "base..HEAD",
         SEALGATE_ARTIFACTS="dist/app-1.bin\ndist/app-2.bin", GITHUB_STEP_SUMMARY=str(summary),
+        SEALGATE_KEY=key, SEALGATE_TSA_ROOTS=str(tsa_pki.root_pem),
+        SEALGATE_TRUST_ROOTS=str(hsm.root_pem),
     )  # fmt: skip
     assert code == 0, stdout + stderr
     assert _statuses(report) == dict.fromkeys(STAGES, "passed")
@@ -209,7 +210,11 @@ def test_configuration_from_sealgate_yml_and_the_pin_stays_secret(
     shutil.rmtree(repo.path / "dist")
     no_match = sealgate(
         "run", "--repo", repo.path, "--report", tmp_path / "r2.json", "--range", "base..HEAD",
-        "--artifacts", "missing/*.tar.gz", env={**hsm.env, "SEALGATE_BUILD_COMMAND": "true"},
+        "--artifacts", "missing/*.tar.gz",
+        env={
+            **hsm.env, "SEALGATE_BUILD_COMMAND": "true", "SEALGATE_KEY": key,
+            "SEALGATE_TSA_ROOTS": str(tsa_pki.root_pem), "SEALGATE_TRUST_ROOTS": str(hsm.root_pem),
+        },
     )  # fmt: skip
     assert no_match.returncode == 2, no_match.stdout + no_match.stderr
     assert "'missing/*.tar.gz' matches no file" in no_match.stdout

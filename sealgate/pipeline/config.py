@@ -26,11 +26,20 @@ DEFAULT_ATTESTATION = "sealgate-vsa.intoto.json"
 CONFIG_LIMIT = 1 << 20  # sealgate.yml: settings, never data
 
 #: What decides which commits are proven and against what: never read from the work tree's
-#: sealgate.yml, which the commits under test can change.
-#: Nor how leniently the verify stage judges (`level: audit`, an `at` in the past).
-_NOT_FROM_THE_REPOSITORY = frozenset({"range", "policy", "base_branch", "level", "at"})
-#: The source proofs this file may switch on but never off.
-_PROOFS = {"verify_commits": "commits", "check_tree": "tree"}
+#: sealgate.yml, which the commits under test can change. Nor how leniently the verify stage
+#: judges (`level: audit`, an `at` in the past), what it trusts (a pusher can certify the HSM's
+#: public key under a root of their own), or which key on the token signs.
+_NOT_FROM_THE_REPOSITORY = frozenset(
+    {"range", "policy", "base_branch", "level", "at", "trust_roots", "tsa_roots", "key",
+     "attest_key"}
+)  # fmt: skip
+#: The proofs this file may switch on but never off.
+_PROOFS = {
+    "verify_commits": "commits",
+    "check_tree": "tree",
+    "verify": "verify",
+    "require_timestamp": "timestamp requirement of the verify",
+}
 
 #: name (the flag's dest, the sealgate.yml key) -> setting: the one place defaults live; the
 #: options shared with `sign` and `verify` come from their tables in sealgate.options.

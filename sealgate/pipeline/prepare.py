@@ -46,7 +46,7 @@ def prepare(config: RunConfig) -> Prepared:
     """Check the configuration and load certificates and trust anchors (usage errors: exit 2)."""
     if not config["key"]:
         raise SealgateError(
-            "--key is required (or $SEALGATE_KEY, or key: in sealgate.yml)",
+            "--key is required (or $SEALGATE_KEY)",
             code="missing-option",
             field="key",
         )

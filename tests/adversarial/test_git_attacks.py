@@ -1074,6 +1074,37 @@ def test_the_sealgate_yml_under_test_cannot_switch_off_the_source_proofs(
     assert config["verify_commits"] is False and config["check_tree"] is False
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "trust_roots: .sealgate/my-root.pem",  # a root of the pusher's, certifying the HSM key
+        "tsa_roots: .sealgate/my-tsa-root.pem",
+        "key: pkcs11:token=release;object=release-key",  # another key on the same token
+        "attest_key: pkcs11:token=release;object=release-key",
+    ],
+)
+def test_the_sealgate_yml_under_test_cannot_choose_the_key_or_the_trust(
+    repo: Repo, line: str
+) -> None:
+    """Anyone can certify a public key under a root of their own: a file the pusher writes
+    must not decide what the verify stage trusts, nor which key on the token signs."""
+    repo.write("sealgate.yml", line + "\n")
+    with pytest.raises(SealgateError, match="cannot be set in this file") as refused:
+        resolve_config({}, {}, repo=repo.path)
+    assert refused.value.exit_code == 2 and refused.value.code == "setting-not-allowed"
+
+
+@pytest.mark.parametrize("line", ["no_verify: true", "verify: false", "require_timestamp: no"])
+def test_the_sealgate_yml_under_test_cannot_switch_off_the_gate(repo: Repo, line: str) -> None:
+    repo.write("sealgate.yml", line + "\n")
+    with pytest.raises(SealgateError, match="the commits under test cannot switch off") as no:
+        resolve_config({}, {}, repo=repo.path)
+    assert no.value.code == "setting-not-allowed"
+    repo.write("sealgate.yml", "verify: true\nrequire_timestamp: true\n")  # on is fine
+    config = resolve_config({}, {}, repo=repo.path)
+    assert config["verify"] is True and config["require_timestamp"] is True
+
+
 def test_the_sealgate_yml_may_switch_the_source_proofs_on(repo: Repo) -> None:
     repo.write("sealgate.yml", "no_commits: false\ncheck_tree: true\n")
     config = resolve_config({}, {}, repo=repo.path)
