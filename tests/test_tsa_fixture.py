@@ -370,3 +370,41 @@ def test_all_modes_side_by_side_and_nothing_left_running(pki: TsaPki) -> None:
         assert tsa.errors == [], tsa.mode
     with pytest.raises(requests.ConnectionError):
         post_query(good.url, make_query(DATA), timeout=2)
+
+
+def _extension_profile(cert: x509.Certificate) -> dict[str, tuple[bool, str]]:
+    """Each extension's OID -> (critical, value without key-specific bytes)."""
+    profile = {}
+    for extension in cert.extensions:
+        value = extension.value
+        keyed = isinstance(value, x509.SubjectKeyIdentifier | x509.AuthorityKeyIdentifier)
+        profile[extension.oid.dotted_string] = (extension.critical, "" if keyed else repr(value))
+    return profile
+
+
+def test_the_demo_tsa_and_the_test_tsa_share_one_certificate_builder(
+    pki: TsaPki, tmp_path: Path
+) -> None:
+    """One profile for a timestamping certificate: the demo's signer and the tests' good one
+    carry the same extensions; its TSA answers tokens stock OpenSSL verifies, and stop()
+    leaves no thread and no open port behind (what `sealgate demo --serve` relies on)."""
+    from sealgate.localtsa import LocalTsa as DemoTsa
+
+    with DemoTsa(tmp_path / "demo-tsa") as demo:
+        response = post_query(demo.url, make_query(DATA, nonce=11))
+        assert response.status_code == 200, response.text
+        reply = parse_reply(response.content)
+        assert reply["status"]["status"].native == "granted"
+        assert reply_tst_info(reply)["policy"].native == TSA_POLICY
+        verified = openssl_ts_verify_token(reply_token(reply), DATA, demo.root_pem)
+        assert verified.returncode == 0, verified.stderr
+        demo_cert = x509.load_pem_x509_certificate(
+            (tmp_path / "demo-tsa" / "tsa-cert.pem").read_bytes()
+        )
+        url = demo.url
+    assert demo.threads() == []
+    with pytest.raises(requests.ConnectionError):
+        post_query(url, make_query(DATA), timeout=2)
+    assert _extension_profile(demo_cert) == _extension_profile(pki.good.certificate)
+    key_file = tmp_path / "demo-tsa" / "tsa-key.pem"
+    assert key_file.stat().st_mode & 0o077 == 0, "the signing key file is the owner's alone"
