@@ -41,7 +41,7 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeds]:
         f'add_user = true\nkeyring = """\n{carol.armored}"""\n'
     )
     settings = (
-        'build-command: "make dist"\nartifacts: [dist/*.whl, dist/*.tar.gz]\nkey: "pkcs11:token=T"\n'
+        'build-command: "make dist"\nartifacts: [dist/*.whl, dist/*.tar.gz]\nchain: [chain.pem]\n'
         "tsa_urls: [https://tsa.example/]\nno-attest: true\ntsa_timeout: 5\n"
     )
     yield Seeds(
