@@ -29,19 +29,24 @@ class ArtifactDigest:
     size: int
 
 
-def check_artifact(path: Path) -> int:
-    """The artifact's size; a clear error for what cannot be signed (missing, directory, unreadable)."""
+def check_artifact(path: Path, *, action: str = "sign") -> int:
+    """The artifact's size; a clear error (exit 2) for what cannot be signed or verified
+    (missing, a directory, not a regular file, unreadable): no signature can fix those."""
     try:
         info = path.stat()
     except FileNotFoundError:
+        dangling = os.path.islink(path)
         raise ConfigError(
-            f"{path}: no such artifact", code="artifact-missing", field="artifacts"
+            f"{path}: no such artifact"
+            + (" (a symbolic link to a missing file)" if dangling else ""),
+            code="artifact-missing",
+            field="artifacts",
         ) from None
     except OSError as exc:
-        raise path_error(path, exc, "read artifact", field="artifacts") from None
+        raise path_error(path, exc, "use the artifact path", field="artifacts") from None
     if stat.S_ISDIR(info.st_mode):
         raise ConfigError(
-            f"{path}: is a directory, not an artifact (sign the files inside it)",
+            f"{path}: is a directory, not a file ({action} the files inside it)",
             code="not-a-file",
             field="artifacts",
         )

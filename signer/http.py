@@ -153,25 +153,25 @@ def _watch_connection(connection: HTTPConnection) -> None:
         watch.add(connection)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """Hands each connection to the call's watchdog once it is connected (urllib3 connects
+    before it sends), so the watchdog can reach the socket."""
+
     def getresponse(self) -> Any:
-        _watch_connection(self)
-        return super().getresponse()
+        _watch_connection(self)  # type: ignore[arg-type]
+        return super().getresponse()  # type: ignore[misc]
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        # connected by now (urllib3 connects before it sends): the watchdog can reach the socket
-        _watch_connection(self)
-        super().request(*args, **kwargs)
+        _watch_connection(self)  # type: ignore[arg-type]
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def getresponse(self) -> Any:
-        _watch_connection(self)
-        return super().getresponse()
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch_connection(self)
-        super().request(*args, **kwargs)
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):

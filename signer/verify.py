@@ -11,7 +11,6 @@ import datetime as dt
 import enum
 import os
 import re
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +29,9 @@ from signer.cmsverify import (
     signer_certificate,
     verify_signer_info,
 )
-from signer.digest import digest_file
+from signer.digest import check_artifact, digest_file
 from signer.errors import ConfigError, SignerError, VerificationError
-from signer.files import CRL_LIMIT, SIGNATURE_LIMIT, file_kind, path_error, read_capped
+from signer.files import CRL_LIMIT, SIGNATURE_LIMIT, path_error, read_capped
 from signer.sign import SIGNATURE_SUFFIX
 from signer.timestamp import TimestampToken, verify_token
 
@@ -129,35 +128,6 @@ def verify_artifact(artifact: Path, policy: VerifyPolicy) -> Verdict:
     return verdict
 
 
-def _check_artifact(artifact: Path) -> None:
-    """A regular file, or an input error (exit 2) that says what it is instead: the gate was
-    pointed at the wrong thing, which no signature can fix."""
-    try:
-        info = os.stat(artifact)
-    except FileNotFoundError:
-        dangling = os.path.islink(artifact)
-        raise ConfigError(
-            f"{artifact}: no such artifact"
-            + (" (a symbolic link to a missing file)" if dangling else ""),
-            code="artifact-missing",
-            field="artifacts",
-        ) from None
-    except OSError as exc:
-        raise path_error(artifact, exc, "use the artifact path", field="artifacts") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(
-            f"{artifact}: is a directory, not a file (verify the files inside it)",
-            code="not-a-file",
-            field="artifacts",
-        )
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(
-            f"{artifact}: is {file_kind(info.st_mode)}, not a regular file",
-            code="not-a-file",
-            field="artifacts",
-        )
-
-
 def _signature_present(artifact: Path, signature: Path, folder: Path | None) -> None:
     """A missing `.p7s` is a failure (exit 1, `unsigned`), also a link to nothing; a path that
     cannot exist, or a signature folder that is not there (a typo), is exit 2."""
@@ -192,7 +162,7 @@ def _time_source(token: TimestampToken | None, at: dt.datetime | None, now: dt.d
 def _verify(verdict: Verdict, policy: VerifyPolicy) -> None:
     judge = _Judge(verdict, policy.level)
     where = str(verdict.signature)
-    _check_artifact(verdict.artifact)
+    check_artifact(verdict.artifact, action="verify")
     _signature_present(verdict.artifact, verdict.signature, policy.signature_dir)
     der = read_capped(verdict.signature, what="signature", limit=SIGNATURE_LIMIT)
     if not der:

@@ -58,7 +58,7 @@ def test_unreadable_artifact(hsm: HsmFixture, workdir: Path) -> None:
     # Root reads through file modes, so make the path itself unreadable: a file used as a folder.
     bad = workdir / "a.bin" / "inner"
     result = sealgate("sign", "--key", hsm.uri("ec256"), workdir / "b.bin", bad, env=hsm.env)
-    _fails(result, 2, str(bad), "cannot read artifact")
+    _fails(result, 2, str(bad), "cannot use the artifact path (Not a directory)")
     _assert_nothing_written(workdir)
 
 
