@@ -259,7 +259,7 @@ HOSTILE_SETTINGS = {
     "alias": ("artifacts: &a [x]\noutputs: *a\n", 2, "aliases"),
     "int-key": ("1: x\n", 1, "keys must be plain strings"),
     "nested-list": ("artifacts: [[a, b]]\n", 1, "expected a string or a list of strings"),
-    "mapping-value": ("key: {a: 1}\n", 1, "expected a string or a list of strings"),
+    "mapping-value": ("build_command: {a: 1}\n", 1, "expected a string or a list of strings"),
     "alias-twice": ("tsa: [http://a/]\ntsa_urls: [http://b/]\n", 2, "a second time"),
     "unknown": ("\n\nkye: x\n", 3, "unknown setting 'kye'"),
     "deep": ("artifacts: " + "[" * 2000 + "]" * 2000 + "\n", 1, "nested deeper"),
