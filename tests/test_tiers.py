@@ -111,9 +111,9 @@ def test_a_run_that_stops_what_it_starts_passes(tmp_path: Path) -> None:
 
 _SAMPLE = [
     "tests/adversarial/test_workspace_attacks.py",
-    "tests/test_digest_and_cms_units.py",
-    "tests/test_plugins.py",
-    "tests/test_timestamp.py",
+    "tests/signer/test_digest_and_cms_units.py",
+    "tests/sealgate/test_plugins.py",
+    "tests/signer/test_timestamp.py",
     "tests/test_tiers.py",
 ]
 
@@ -138,18 +138,18 @@ def test_markers_are_applied_by_location_fixture_and_measurement() -> None:
     adversarial = _collected("adversarial")
     assert _files(adversarial) == {"tests/adversarial/test_workspace_attacks.py"}
     plugin = _collected("plugin")
-    assert _files(plugin) == {"tests/test_plugins.py"}
+    assert _files(plugin) == {"tests/sealgate/test_plugins.py"}
     assert all("under_act" in n or "under_gitlab_ci_local" in n for n in plugin), plugin
     assert len(plugin) >= 2, "act and gitlab-ci-local each have tests"
     component = _collected("component")
-    assert "tests/test_timestamp.py" in _files(component)  # the tsa fixtures
+    assert "tests/signer/test_timestamp.py" in _files(component)  # the tsa fixtures
     assert plugin <= component  # the plugin runs use the token and the TSA
-    assert "tests/test_digest_and_cms_units.py" not in _files(component)
+    assert "tests/signer/test_digest_and_cms_units.py" not in _files(component)
     slow = _collected("slow")
     assert plugin <= slow, "the plugin runs are measured slow"
     assert any("test_a_process_that_outlives" in n for n in slow)  # marked in place
     quick = _collected("not slow")
-    assert not quick & slow and "tests/test_digest_and_cms_units.py" in _files(quick)
+    assert not quick & slow and "tests/signer/test_digest_and_cms_units.py" in _files(quick)
 
 
 def test_component_detection_follows_the_modules_helpers() -> None:

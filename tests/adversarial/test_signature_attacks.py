@@ -41,7 +41,7 @@ from integrity.openpgp import (
 from integrity.sshsig import parse_public_key, verify_sshsig
 from tests.components.cli import sealgate
 from tests.components.gitrepo import Repo, gpg_user, make_repo, ssh_user
-from tests.test_openpgp import (
+from tests.integrity.test_openpgp import (
     armor,
     gpg_verify,
     mpi_offset,

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from tests.components.cli import sealgate
 from tests.components.gitrepo import Repo
 from tests.components.hsm import HsmFixture
-from tests.test_run import alice, repo  # noqa: F401 - the signed repository fixtures
+from tests.sealgate.test_run import alice, repo  # noqa: F401 - the signed repository fixtures
 
 LABEL = "ec256"
 

@@ -20,7 +20,7 @@ from integrity.archive_diff import explain
 from integrity.errors import InputError
 from integrity.files import read_regular, sha256_file, sha256_stream
 
-INTEGRITY = Path(__file__).resolve().parent.parent / "integrity"
+INTEGRITY = Path(__file__).resolve().parents[2] / "integrity"
 
 
 @pytest.mark.parametrize("size", [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20])

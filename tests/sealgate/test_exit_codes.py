@@ -1,6 +1,6 @@
 """Every exit code README's table documents, produced through the real CLI: 0, 1, the listed
 causes of 2 (each with its reason code), 3 and 130. (141, a reader that goes away, is in
-tests/test_cli_errors.py.) A gate user scripts on these codes, so each one is held here."""
+tests/sealgate/test_cli_errors.py.) A gate user scripts on these codes, so each one is held here."""
 
 from __future__ import annotations
 

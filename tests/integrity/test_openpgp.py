@@ -490,7 +490,7 @@ def test_policy_shape_errors(text: str, message: str) -> None:
 
 # --- GitHub's web-flow signatures and MPIs with leading zero bits ---------------------------
 
-DATA = Path(__file__).parent / "data" / "web-flow"
+DATA = Path(__file__).parent.parent / "data" / "web-flow"
 WEB_FLOW_2017 = "5DE3E0509C47EA3CF04A42D34AEE18F83AFDEB23"
 WEB_FLOW_2024 = "968479A1AFF927E37D1A566BB5690EEEBB952194"
 # commit id -> (the key that signed it, the RSA value's real bit count, the declared count)

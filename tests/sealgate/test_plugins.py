@@ -27,7 +27,7 @@ from tests.components.gitrepo import SshUser, ssh_user
 from tests.components.hsm import HsmFixture
 from tests.components.tsa import LocalTsa, TsaPki
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ACTIONS = [ROOT / "action.yml", ROOT / "verify" / "action.yml"]
 COMPONENT = ROOT / "gitlab-ci-component.yml"
 CATALOG_TEMPLATE = ROOT / "templates" / "sealgate.yml"

@@ -12,8 +12,8 @@ import pytest
 from tests.components.cli import sealgate
 from tests.components.gitrepo import Repo
 from tests.components.hsm import HsmFixture
-from tests.test_pipeline_verify_options import LABEL, built
-from tests.test_run import alice, repo
+from tests.sealgate.test_pipeline_verify_options import LABEL, built
+from tests.sealgate.test_run import alice, repo
 
 __all__ = ["alice", "built", "repo"]  # the fixtures this module uses
 

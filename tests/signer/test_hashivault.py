@@ -356,7 +356,7 @@ def test_unreachable_address_is_backend_unavailable(
     monkeypatch.setenv("VAULT_ADDR", address)
     with pytest.raises(BackendUnavailableError) as caught:
         VaultTransitKey("hashivault://k")
-    # the backoff itself (full jitter, within the budget) is held by tests/test_signer_http.py
+    # the backoff itself (full jitter, within the budget) is held by tests/signer/test_signer_http.py
     assert (caught.value.exit_code, caught.value.code) == (3, "kms-unreachable")
     assert address in caught.value.message
     assert "connection refused" in caught.value.message

@@ -22,7 +22,7 @@ from sealgate.softhsm import softhsm_module
 from tests.components import require
 from tests.components.cli import sealgate
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(sysconfig.get_path("scripts"))  # the venv the tests run from
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"  # a login shell's PATH: no venv on it
 

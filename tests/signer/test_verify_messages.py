@@ -22,7 +22,7 @@ from signer.errors import ConfigError, VerificationError
 from signer.verify import Level, VerifyPolicy, load_crl, parse_identity, verify_artifact
 from tests.adversarial.test_certificate_attacks import EKU, Lab, make_root
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OWN_FILES = ["verify.py", "cmsverify.py", "chain.py", "certificates.py", "dsse.py"]
 
 

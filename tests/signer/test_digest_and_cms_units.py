@@ -57,7 +57,7 @@ def test_registry_refuses_unknown_scheme_without_importing_anything() -> None:
 
 def test_signer_hashes_files_one_way_only() -> None:
     """signer.digest is the one file hasher of signer: nobody else streams a file into a hash."""
-    root = Path(__file__).resolve().parent.parent / "signer"
+    root = Path(__file__).resolve().parents[2] / "signer"
     ways = ("file_digest(", ".readinto(", "posix_fadvise(")
     others = sorted(
         str(path.relative_to(root))
