@@ -33,12 +33,7 @@ def run(args: argparse.Namespace) -> int:
         emit_json(
             {
                 "timestamped": [
-                    {
-                        "signature": str(path),
-                        "gen_time": token.gen_time.isoformat(),
-                        "tsa": token.tsa_subject,
-                        "url": token.url,
-                    }
+                    {"signature": str(path), "timestamp": token.as_json()}
                     for path, token in stamped
                 ]
             }

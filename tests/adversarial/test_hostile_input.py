@@ -577,6 +577,25 @@ def test_sign_json_with_a_credential_tsa_url_shows_it_nowhere(
     )
 
 
+def test_timestamp_json_with_a_credential_tsa_url_shows_it_nowhere(
+    tmp_path: Path, hsm: HsmFixture, tsa: LocalTsa, tsa_pki: TsaPki
+) -> None:
+    """`sealgate timestamp --json` printed the TSA URL as given, credentials and all."""
+    artifact = tmp_path / "app.bin"
+    artifact.write_bytes(b"the application\n")
+    signed = _sealgate("sign", "--key", hsm.uri("ec256"), "--chain", hsm.chain_pem, artifact,
+                       env=hsm.env)  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    result = _sealgate(
+        "timestamp", "--tsa", _credential_tsa(tsa), "--tsa-roots", tsa_pki.root_pem, "--json",
+        tmp_path / "app.bin.p7s",
+    )  # fmt: skip
+    _assert_no_secret(_outputs(result))
+    assert result.returncode == 0, result.stdout + result.stderr
+    stamp = json.loads(result.stdout)["timestamped"][0]["timestamp"]
+    assert "token=REDACTED" in stamp["tsa_url"] and stamp["gen_time"].endswith("+00:00")
+
+
 def test_an_unreachable_credential_tsa_is_reported_without_its_credentials(
     signed_repo: Repo, tmp_path: Path, hsm: HsmFixture, tsa_pki: TsaPki
 ) -> None:
