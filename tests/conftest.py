@@ -27,10 +27,46 @@ COMPONENT_CALLS = frozenset(
 )  # fmt: skip
 #: The CI plugins run for real (act for the GitHub Action, gitlab-ci-local for GitLab).
 PLUGIN_CALLS = frozenset({"run_act", "run_pipeline"})
-#: Tests measured over ~2 s (`--durations=0`, one file at a time on the 2-core runner), as
+#: Tests measured over ~2 s (`--durations=0`, one file at a time on the 2-core runner), and
+#: those over 0.75 s in a run of the quick tier itself, as
 #: node ids without parameters (fnmatch); `pytest -m "not slow"` is the quick tier.
 SLOW: frozenset[str] = frozenset(
     {
+        "tests/adversarial/test_git_attacks.py::test_a_merge_needs_the_rule_roles_for_paths_changed_against_any_parent",
+        "tests/adversarial/test_git_attacks.py::test_a_policy_that_is_not_a_regular_file_is_refused_at_once",
+        "tests/adversarial/test_git_attacks.py::test_an_honest_merge_of_two_honest_branches_passes",
+        "tests/adversarial/test_git_attacks.py::test_commit_objects_git_would_read_differently_are_malformed",
+        "tests/adversarial/test_git_attacks.py::test_repository_config_cannot_run_programs_through_sealgate",
+        "tests/adversarial/test_hostile_input.py::test_a_fifo_or_device_as_a_data_file_is_refused_at_once",
+        "tests/adversarial/test_hostile_input.py::test_a_signed_but_hostile_statement_is_exit_2_naming_the_field",
+        "tests/adversarial/test_hostile_input.py::test_hostile_envelope_json_is_exit_2_naming_the_file",
+        "tests/adversarial/test_hostile_input.py::test_sign_json_with_a_credential_tsa_url_shows_it_nowhere",
+        "tests/adversarial/test_hostile_input.py::test_the_vault_token_is_never_shown_when_the_server_refuses_it",
+        "tests/adversarial/test_hostile_input.py::test_timestamp_json_with_a_credential_tsa_url_shows_it_nowhere",
+        "tests/adversarial/test_signature_attacks.py::test_ssh_key_type_confusion",
+        "tests/adversarial/test_workspace_attacks.py::test_a_declared_glob_that_does_not_compile_is_bad_glob",
+        "tests/fuzz/test_fuzz_cms.py::test_cms_parser_refusals_carry_a_specific_code",
+        "tests/fuzz/test_fuzz_envelopes.py::test_dsse_refusals_carry_an_envelope_code",
+        "tests/integrity/test_integrity_paths.py::test_a_huge_commit_argument_is_a_usage_error_not_an_os_error",
+        "tests/integrity/test_integrity_paths.py::test_an_unusable_repository_path_is_exit_2_with_the_os_reason",
+        "tests/integrity/test_integrity_paths.py::test_the_honest_repository_passes_every_command",
+        "tests/integrity/test_sshsig.py::test_valid_signatures_verify_like_ssh_keygen",
+        "tests/sealgate/test_demo.py::test_workdir_the_os_refuses_is_a_path_error",
+        "tests/sealgate/test_exit_codes.py::test_exit_0_done_and_verified",
+        "tests/sealgate/test_exit_codes.py::test_exit_130_interrupted_and_nothing_written",
+        "tests/sealgate/test_exit_codes.py::test_exit_1_the_gate_blocks",
+        "tests/sealgate/test_exit_codes.py::test_exit_2_for_a_fifo_and_a_missing_out_dir_parent",
+        "tests/sealgate/test_exit_codes.py::test_exit_2_names_the_input_and_its_reason",
+        "tests/sealgate/test_exit_codes.py::test_exit_3_no_tsa_answers",
+        "tests/sealgate/test_pipeline_verify_options.py::test_a_bad_verify_option_is_exit_2_before_anything_is_signed",
+        "tests/sealgate/test_pipeline_verify_options.py::test_a_crl_revoking_the_signer_fails_the_verify_stage",
+        "tests/sealgate/test_pipeline_verify_options.py::test_at_reaches_the_verify_stage",
+        "tests/sealgate/test_pipeline_verify_options.py::test_control_the_run_passes_with_the_signers_identity",
+        "tests/sealgate/test_pipeline_verify_options.py::test_sealgate_yml_cannot_choose_how_leniently_the_gate_judges",
+        "tests/sealgate/test_run.py::test_a_failed_or_tampering_build_fails_the_watch_stage_with_its_code",
+        "tests/signer/test_awskms.py::test_scheme_checks",
+        "tests/signer/test_verify_gate.py::test_revocation_is_judged_at_the_token",
+        "tests/test_tiers.py::test_component_detection_follows_the_modules_helpers",
         "tests/adversarial/test_certificate_attacks.py::test_a_ca_certificate_cannot_be_the_signer",
         "tests/adversarial/test_certificate_attacks.py::test_a_ca_signed_leaf_without_eku_nesting_in_a_t*",
         "tests/adversarial/test_certificate_attacks.py::test_a_chain_longer_than_the_limit_is_refused_wi*",
