@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sealgate.localpki import write_pem as pem
+from sealgate.localpki import write_private_key as key_file
 from signer.algorithms import scheme_for
 from signer.cms import CadesBesBuilder, add_unsigned_attribute, to_asn1
 from signer.cmsverify import TIMESTAMP_ATTRIBUTE, parse_signed_data
@@ -177,25 +179,6 @@ def _certificate(
 def make_root(common_name: str = "Attack Lab Root", **kwargs: Any) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     return _certificate(_name(common_name), key, None, ca=True, **kwargs)
-
-
-def pem(path: Path, *certs: x509.Certificate) -> Path:
-    path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
-    return path
-
-
-def key_file(path: Path, key: PrivateKey) -> Path:
-    """The test's own signer key for stock openssl (in the pytest temp dir, mode 0600)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return path
 
 
 def openssl(*args: str | Path) -> subprocess.CompletedProcess[str]:
