@@ -21,6 +21,14 @@ def os_error_line(exc: OSError) -> str:
     return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
+def one_line(text: str) -> str:
+    """`text` with every character that is not printable escaped (`\\n`, `\\x1b`, `\\udcff`),
+    so a file name cannot start a forged line ("verified ...", "::workflow-command::")."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def emit_json(document: object) -> None:
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
     sys.stdout.flush()  # a reader that went away shows here, inside the command, not at exit

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sealgate.options import VERIFY_OPTIONS, add_verify_options, resolve, verify_policy
-from sealgate.output import emit_json
+from sealgate.output import emit_json, one_line
 from signer.verify import (
     Verdict,
     VerifyPolicy,
@@ -78,6 +78,9 @@ def describe(verdict: Verdict) -> str:
         )
         lines.append(f"verified {verdict.artifact}: signer {verdict.signer!r}, {stamp}")
     else:
-        lines.append(f"FAILED {verdict.artifact}: {verdict.reason}")
-    lines += [f"  warning: {warning}" for warning in verdict.warnings]
-    return "\n".join(lines)
+        lines.append(f"FAILED {verdict.artifact}: {verdict.reason} [{verdict.code}]")
+    lines += [
+        f"  warning: {warning} [{code}]"
+        for warning, code in zip(verdict.warnings, verdict.warning_codes, strict=True)
+    ]
+    return "\n".join(one_line(line) for line in lines)

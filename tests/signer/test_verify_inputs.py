@@ -324,3 +324,19 @@ def test_a_socket_is_not_a_file(release: Release) -> None:
         code, entry, line = _judged(release, path)
     assert (code, entry["code"]) == (2, "not-a-file")
     assert f"{path}: is a socket, not a regular file" in line
+
+
+def test_an_artifact_name_cannot_forge_a_verified_line(release: Release) -> None:
+    """A workspace file named "x\nverified app.tar.gz: ..." printed raw would put a
+    'verified' line (or a `::workflow-command::`) of its own into the gate's log."""
+    forged = release.lab.tmp / "x\nverified app.tar.gz: signer 'Release'\n::warning::ok"
+    forged.write_bytes(b"unsigned\n")
+    human = release.verify(release.good, forged)
+    assert human.returncode == 1, human.stdout + human.stderr
+    lines = human.stdout.splitlines()
+    assert [line for line in lines if line.startswith("verified ")] == [
+        line for line in lines if line.startswith(f"verified {release.good}: ")
+    ]
+    assert not any(line.startswith("::") for line in lines)
+    [failed] = [line for line in lines if line.startswith("FAILED ")]
+    assert "x\\nverified app.tar.gz" in failed and failed.endswith("[unsigned]")
