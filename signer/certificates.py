@@ -39,7 +39,9 @@ def load_certificates(path: Path, what: str = "certificate file") -> list[x509.C
             certs = x509.load_pem_x509_certificates(data)
         else:
             certs = [x509.load_der_x509_certificate(data)]
-    except ValueError:
+        for cert in certs:  # names are parsed lazily: a garbled one must fail here, typed
+            _ = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+    except (ValueError, TypeError):
         raise ConfigError(
             f"{path}: not a PEM or DER X.509 certificate", code="malformed-certificate"
         ) from None

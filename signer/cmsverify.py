@@ -187,7 +187,11 @@ def _short(exc: BaseException) -> str:
 
 #: What cryptography raises for a certificate it loaded but cannot read a part of (it parses
 #: names, keys and extensions lazily; an unknown string tag in a name is a KeyError).
-_MALFORMED_CERTIFICATE = (ValueError, KeyError, UnsupportedAlgorithm, x509.DuplicateExtension)
+#: What cryptography raises on a garbled certificate part it parses lazily (a name attribute
+#: whose value type does not fit its OID is a TypeError).
+_MALFORMED_CERTIFICATE = (
+    ValueError, TypeError, KeyError, UnsupportedAlgorithm, x509.DuplicateExtension
+)  # fmt: skip
 
 
 def signer_certificate(

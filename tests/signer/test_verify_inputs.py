@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.adversarial.test_certificate_attacks import EKU, Issued, Lab, make_root, pem
+from sealgate.localpki import write_pem as pem
+from tests.adversarial.test_certificate_attacks import EKU, Issued, Lab, make_root
 from tests.components.cli import sealgate
 
 

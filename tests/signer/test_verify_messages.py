@@ -12,9 +12,14 @@ from pathlib import Path
 
 import pytest
 from asn1crypto import cms
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import NameOID
 
 from signer import chain as chain_module
-from signer.certificates import CODE_SIGNING, TIME_STAMPING
+from signer.certificates import CODE_SIGNING, TIME_STAMPING, load_certificates
 from signer.chain import validate_path
 from signer.cmsverify import SHORT_LIMIT, _short, parse_signed_data
 from signer.dsse import open_envelope
@@ -251,3 +256,27 @@ def test_an_envelope_refusal_carries_its_code() -> None:
             b'{"payloadType": "x", "payload": "", "signatures": []}', [key], expected_type="y"
         )
     assert caught.value.code == "payload-type-mismatch"
+
+
+def test_a_name_attribute_of_the_wrong_type_is_a_typed_refusal(tmp_path: Path) -> None:
+    """Found by the CMS fuzz target: a BitString value under an OID that is not
+    x500UniqueIdentifier makes cryptography raise TypeError when the name is first read."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    odd = x509.Name(
+        [x509.NameAttribute(NameOID.X500_UNIQUE_IDENTIFIER, b"\x00", _type=_ASN1Type.BitString)]
+    )
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(odd).issuer_name(odd).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    der = cert.public_bytes(serialization.Encoding.DER)
+    unique_id, common_name = bytes.fromhex("060355042d"), bytes.fromhex("0603550403")
+    assert der.count(unique_id) == 2
+    (tmp_path / "odd.der").write_bytes(der.replace(unique_id, common_name))
+    with pytest.raises(ConfigError) as refused:
+        load_certificates(tmp_path / "odd.der")
+    assert refused.value.code == "malformed-certificate"
+    (tmp_path / "fine.der").write_bytes(der)  # the control: the unaltered one loads
+    assert len(load_certificates(tmp_path / "fine.der")) == 1
