@@ -64,25 +64,16 @@ def display_path(path: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-@dataclass(frozen=True)
-class _Kind:
-    kind: str
-    code: str
-
-
 #: The reason code of each kind of difference (docs/reason-codes.md); a report that differs
 #: at all is `tree-mismatch`.
 DIFFERENCE_CODES = {
-    k.kind: k.code
-    for k in (
-        _Kind("modified", code="tree-modified"),
-        _Kind("added", code="tree-added"),
-        _Kind("deleted", code="tree-deleted"),
-        _Kind("mode", code="tree-mode"),
-        _Kind("type", code="tree-type"),
-        _Kind("submodule", code="tree-submodule"),
-        _Kind("invalid", code="tree-invalid-path"),
-    )
+    "modified": "tree-modified",
+    "added": "tree-added",
+    "deleted": "tree-deleted",
+    "mode": "tree-mode",
+    "type": "tree-type",
+    "submodule": "tree-submodule",
+    "invalid": "tree-invalid-path",
 }
 
 

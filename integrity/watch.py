@@ -95,24 +95,15 @@ _POLL_MS = 100
 _DRAIN_ROUNDS = 1000
 
 
-@dataclass(frozen=True)
-class _Kind:
-    kind: str
-    code: str
-
-
 #: Violation kinds with a reason code of their own; every other kind (a write, create,
-#: rename, delete, attribute change) is TAMPERED.
+#: rename, delete, attribute change) is TAMPERED_CODE.
 VIOLATION_CODES = {
-    k.kind: k.code
-    for k in (
-        _Kind("hard-link", code="hard-link"),
-        _Kind("overflow", code="watch-overflow"),
-        _Kind("unwatched", code="watch-incomplete"),
-        _Kind("object-replaced", code="object-replaced"),
-    )
+    "hard-link": "hard-link",
+    "overflow": "watch-overflow",
+    "unwatched": "watch-incomplete",
+    "object-replaced": "object-replaced",
 }
-TAMPERED = _Kind("", code="tampered").code
+TAMPERED_CODE = "tampered"
 
 
 @dataclass(frozen=True)
@@ -126,7 +117,7 @@ class Violation:
 
     @property
     def code(self) -> str:
-        return VIOLATION_CODES.get(self.kind, TAMPERED)
+        return VIOLATION_CODES.get(self.kind, TAMPERED_CODE)
 
     def as_json(self) -> dict[str, str]:
         return {

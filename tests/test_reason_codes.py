@@ -7,6 +7,7 @@ silently breaks them; this test makes that a visible change to the table.
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -14,11 +15,36 @@ ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "docs" / "reason-codes.md"
 PACKAGES = ("signer", "integrity", "sealgate")
 
-#: `code="..."` / `code = "..."` (keyword arguments, class attributes, dataclass fields) and
-#: `"code": "..."` in literal dicts.
-_USE = re.compile(r"""(?:\bcode\s*=\s*|["']code["']\s*:\s*)["']([a-z0-9][a-z0-9-]*)["']""")
 _ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|\s*([0-9])\s*\|\s*(\S.*?)\s*\|\s*$")
 _SHAPE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+def _codes_in(tree: ast.AST) -> list[str]:
+    """The reason codes a module spells out: `code="..."` keyword arguments, assignments to
+    `code` or a `*_CODE` name, the values of a `*_CODES` table, and `"code": "..."` entries."""
+    found: list[str] = []
+
+    def text(node: ast.AST | None) -> None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.append(node.value)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "code":
+            text(node.value)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                name = getattr(target, "id", getattr(target, "attr", ""))
+                if name == "code" or name.endswith("_CODE"):
+                    text(node.value)
+                elif name.endswith("_CODES") and isinstance(node.value, ast.Dict):
+                    for value in node.value.values:
+                        text(value)
+        elif isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "code":
+                    text(value)
+    return found
 
 
 def used_codes() -> dict[str, list[str]]:
@@ -26,7 +52,7 @@ def used_codes() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
-            for code in _USE.findall(path.read_text()):
+            for code in _codes_in(ast.parse(path.read_text(), filename=str(path))):
                 found.setdefault(code, []).append(str(path.relative_to(ROOT)))
     return found
 
@@ -62,7 +88,13 @@ def test_codes_are_stable_identifiers() -> None:
         assert meaning, code
 
 
-def test_the_scan_sees_each_form(tmp_path: Path) -> None:
+def test_the_scan_sees_each_form() -> None:
     """The scanner itself (a check that cannot fail is none)."""
-    text = 'raise X("m", code="digest-mismatch")\n    code = "bad-input"\n{"code": "unsigned"}\n'
-    assert _USE.findall(text) == ["digest-mismatch", "bad-input", "unsigned"]
+    text = (
+        'raise X("m", code="digest-mismatch")\nclass E:\n    code = "bad-input"\n'
+        'D = {"code": "unsigned"}\nTAMPERED_CODE = "tampered"\nK_CODES = {"a": "tree-added"}\n'
+        'OTHER = {"a": "not-a-code"}\n'
+    )
+    assert sorted(_codes_in(ast.parse(text))) == [
+        "bad-input", "digest-mismatch", "tampered", "tree-added", "unsigned",
+    ]  # fmt: skip
