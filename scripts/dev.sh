@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-pip openssl git gnupg openssh-client softhsm2 opensc p11-kit p11-kit-modules rsync)
+APT_PACKAGES=(python3 python3-venv python3-pip openssl git gnupg openssh-client softhsm2 opensc p11-kit p11-kit-modules rsync postgresql wrk)
 VENV=$(realpath -m "${SEALGATE_VENV:-.venv}")
 
 as_root() {
