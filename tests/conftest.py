@@ -13,17 +13,38 @@ from tests.components import IN_CI, leftovers, require, tiers
 from tests.components.hsm import HsmFixture, RemoteHsm, make_hsm, remote_hsm
 from tests.components.tsa import MODES, LocalTsa, TsaPki, make_tsa_pki
 
+#: Fixture modules of the signing service's components: the OIDC issuer, PostgreSQL, the service.
+pytest_plugins = ["tests.components.oidc", "tests.components.postgres", "tests.components.service"]
+
 __all__ = ["require"]
 
 #: Fixtures (anywhere in a test's fixture closure) that start a real component: a token, a
 #: server, a daemon. Their tests are `component`.
 COMPONENT_FIXTURES = frozenset(
-    {"hsm", "remote", "tsas", "tsa", "moto", "kms", "bao", "vault", "world", "web_flow", "pgp"}
+    {
+        "hsm",
+        "remote",
+        "tsas",
+        "tsa",
+        "moto",
+        "kms",
+        "bao",
+        "vault",
+        "world",
+        "web_flow",
+        "pgp",
+        "oidc",
+        "postgres",
+        "pg_url",
+        "service",
+        "service_server",
+    }
 )
 #: What a test's code (or its module's helpers) calls to start one itself: `component` too.
 COMPONENT_CALLS = frozenset(
     {"gpg_user", "gpg", "gpgconf", "start_tsa", "LocalTsa", "openbao_server", "moto_server",
-     "make_hsm", "remote_hsm", "SoftHsmToken", "run_act", "run_pipeline", "p11-kit"}
+     "make_hsm", "remote_hsm", "SoftHsmToken", "run_act", "run_pipeline", "p11-kit",
+     "OidcIssuer", "start_postgres", "start_service"}
 )  # fmt: skip
 #: The CI plugins run for real (act for the GitHub Action, gitlab-ci-local for GitLab).
 PLUGIN_CALLS = frozenset({"run_act", "run_pipeline"})

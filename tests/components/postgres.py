@@ -1,0 +1,3 @@
+"""postgres fixtures for the signing service's tests (filled in by issue 11)."""
+
+from __future__ import annotations
