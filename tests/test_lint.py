@@ -103,3 +103,52 @@ def test_the_string_import_check_sees_an_offence(tmp_path: Path) -> None:
     module = tmp_path / "offender.py"
     module.write_text("import importlib\nimportlib.import_module('signer.keys')\n")
     assert _imported_by_string(module) == {"signer"}
+
+
+#: DESIGN.md section 2 for the service: which of its modules may import what (top-level names).
+SERVICE = ROOT / "sealgate" / "service"
+SERVICE_ONLY_IN = {
+    # the web framework lives in one file; the server (uvicorn) is not the framework
+    "fastapi": {"app.py"},
+    "starlette": {"app.py"},
+    # the signer is reached through one door (the client, on the job's side, verifies answers)
+    "signer": {"signing.py", "client.py"},
+}
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = _imported_by_string(path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def service_import_offences(root: Path) -> list[str]:
+    offences = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root).as_posix()
+        for name in sorted(_top_level_imports(path) & set(SERVICE_ONLY_IN)):
+            if relative not in SERVICE_ONLY_IN[name]:
+                offences.append(f"sealgate/service/{relative} imports {name}")
+    return offences
+
+
+def test_service_reaches_the_framework_and_the_signer_through_one_module() -> None:
+    assert SERVICE.is_dir()
+    offences = service_import_offences(SERVICE)
+    assert not offences, "\n".join(offences)
+
+
+def test_the_service_import_check_sees_an_offence(tmp_path: Path) -> None:
+    (tmp_path / "grants.py").write_text(
+        "from signer.keys import open_key\nimport fastapi.routing\n"
+    )
+    (tmp_path / "app.py").write_text("import fastapi\n")
+    assert service_import_offences(tmp_path) == [
+        "sealgate/service/grants.py imports fastapi",
+        "sealgate/service/grants.py imports signer",
+    ]
