@@ -86,6 +86,10 @@ class Store(ABC):
     def count_recent(self, key: str, grant: str, since: dt.datetime) -> int:
         """Requests that grant `grant` of `key` allowed since `since` (rate limits)."""
 
+    def signatures(self, index: int) -> list[StoredSignature]:
+        """The `.p7s` files kept with record `index`, in request order (the dashboard's list)."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep signatures")
+
     @abstractmethod
     def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
 
