@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -37,6 +39,12 @@ __all__ = [
     "verify_timestamp",
 ]
 
+_T = TypeVar("_T")
+#: Every PKCS#11 call of the process goes through this lock: python-pkcs11 initialises modules
+#: with C_Initialize(NULL), which promises that no two threads call in at once, and SoftHSM
+#: then runs without its own locks (two threads signing at once corrupt its heap).
+_PKCS11_LOCK = threading.RLock()
+
 #: Signer reason codes that mean "the request is wrong", not "the backend is".
 _INPUT_CODES = frozenset(
     {"nothing-to-sign", "bad-name", "duplicate-name", "unknown-digest-algorithm",
@@ -58,6 +66,59 @@ def load_tsa_settings(urls: Sequence[str], roots: Sequence[Path]) -> TsaSettings
     for path in roots:
         trusted += load_trust_roots(path, "TSA")
     return TsaSettings(urls=tuple(urls), roots=tuple(trusted))
+
+
+class _Serialised(RemoteKey):
+    """A PKCS#11 key whose every call holds the process-wide PKCS#11 lock."""
+
+    def __init__(self, key: RemoteKey) -> None:
+        self._key = key
+        self.display_uri = key.display_uri
+
+    @staticmethod
+    def _locked(call: Callable[[], _T]) -> _T:
+        with _PKCS11_LOCK:
+            return call()
+
+    def public_key(self) -> PublicKeyTypes:
+        return self._locked(self._key.public_key)
+
+    def certificate(self) -> x509.Certificate | None:
+        return self._locked(self._key.certificate)
+
+    def sign_digest(self, digest: bytes, scheme: SignatureScheme) -> bytes:
+        return self._locked(lambda: self._key.sign_digest(digest, scheme))
+
+    def sign_message(self, message: bytes, scheme: SignatureScheme) -> bytes:
+        return self._locked(lambda: self._key.sign_message(message, scheme))
+
+    def sign_many(self, payloads: Sequence[bytes], scheme: SignatureScheme) -> list[bytes]:
+        return self._locked(lambda: self._key.sign_many(payloads, scheme))
+
+    def sign(self, tbs: bytes, scheme: SignatureScheme) -> bytes:
+        return self._locked(lambda: self._key.sign(tbs, scheme))
+
+    def check_signature(self, signature: bytes, tbs: bytes, scheme: SignatureScheme) -> None:
+        self._locked(lambda: self._key.check_signature(signature, tbs, scheme))
+
+    def close(self) -> None:
+        self._locked(self._key.close)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_service_key(uri: str) -> RemoteKey:
+    """`open_key`, with PKCS#11 keys serialised process-wide (see _PKCS11_LOCK)."""
+    if not uri.startswith("pkcs11:"):
+        return open_key(uri)
+    with _PKCS11_LOCK:
+        return _Serialised(open_key(uri))
 
 
 class KeyPool:
@@ -90,19 +151,28 @@ class KeyPool:
                 key = self._idle.get_nowait()
             except queue.Empty:
                 try:
-                    key = open_key(self.config.uri)
+                    key = open_service_key(self.config.uri)
                 except SignerError as exc:
                     raise service_error(exc) from None
             try:
                 yield key
-            except BaseException:
-                key.close()  # a key that failed mid-call may hold a broken session
-                raise
-            with self._lock:
-                if self._closed:
-                    key.close()
+            except SignerError as exc:
+                if exc.code in _INPUT_CODES:  # a refused request leaves the session sound
+                    self._give_back(key)
                 else:
-                    self._idle.put(key)
+                    key.close()  # a key that failed mid-call may hold a broken session
+                raise
+            except BaseException:
+                key.close()
+                raise
+            self._give_back(key)
+
+    def _give_back(self, key: RemoteKey) -> None:
+        with self._lock:
+            if self._closed:
+                key.close()
+            else:
+                self._idle.put(key)
 
     def sign(self, artifacts: Sequence[ArtifactDigest]) -> SignedBatch:
         items = [DigestToSign(a.name, a.digest_algorithm, a.digest) for a in artifacts]
@@ -150,7 +220,7 @@ class NoteKey:
 
     def __post_init__(self) -> None:
         try:
-            self._key = open_key(self.uri)
+            self._key = open_service_key(self.uri)
             self.public_key: PublicKeyTypes = self._key.public_key()
             self.scheme = scheme_for(self.public_key)
         except SignerError as exc:
@@ -187,5 +257,9 @@ def timestamp_bytes(settings: TsaSettings, data: bytes) -> TimestampToken:
 def verify_timestamp(
     token_der: bytes, data: bytes, roots: Sequence[x509.Certificate], where: str
 ) -> TimestampToken:
-    """Check a token over `data` against `roots`; a SignerError says why it does not verify."""
-    return verify_token(token_der, signed_value=data, roots=roots, where=where)
+    """Check a token over `data` against `roots`; a ServiceError (the signer's code) says why
+    not, so the audit verifier, which may not import signer, can catch it."""
+    try:
+        return verify_token(token_der, signed_value=data, roots=roots, where=where)
+    except SignerError as exc:
+        raise service_error(exc) from None
