@@ -403,8 +403,9 @@ def database(home: Path, store: str) -> Iterator[tuple[str, str]]:
         raise SystemExit(f"--stores: unknown store {store!r} (sqlite, postgresql)")
     from tests.components.postgres import start_postgres
 
-    with start_postgres(home / "pg") as postgres:
-        yield "PostgreSQL", postgres.url
+    # fsync on, as SQLite's default synchronous=full: each commit durable before the answer.
+    with start_postgres(fsync=True) as postgres:
+        yield "PostgreSQL", postgres.url(postgres.create_database())
 
 
 if __name__ == "__main__":
