@@ -52,6 +52,17 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 T = TypeVar("T")
 
+# The append's statements, built once (SQLAlchemy caches their compiled forms).
+_LOCK_APPENDS = sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK))
+_LAST_RECORD = (
+    sa.select(schema.audit_records.c.idx, schema.audit_records.c.hash)
+    .order_by(schema.audit_records.c.idx.desc())
+    .limit(1)
+)
+_INSERT_RECORD = schema.audit_records.insert()
+_INSERT_SIGNATURE = schema.signatures.insert()
+_INSERT_TOKEN = schema.used_tokens.insert()
+
 
 def open_store(url: str) -> SqlStore:
     """Open (and migrate) the store at `url`: `sqlite:///PATH[?synchronous=full|normal]` or
@@ -187,6 +198,9 @@ class SqlStore(Store):
         self.synchronous = synchronous
         self.dialect = engine.dialect.name
         self._closed = threading.Event()
+        # Threads of one process queue here (a quick hand-over) rather than in SQLite's busy
+        # handler, which sleeps; the database lock still orders the processes.
+        self._writer = threading.Lock()
         try:
             self._migrate()
         except BaseException:
@@ -274,7 +288,16 @@ class SqlStore(Store):
                 code="bad-token",
                 field="jti",
             )
-        return self._guard(lambda: self._append(new, jti, expires_at, signatures))
+        if not self._writer.acquire(timeout=LOCK_TIMEOUT_MS / 1000):
+            raise StoreUnavailableError(
+                f"store {self.where}: unavailable (no write turn within {LOCK_TIMEOUT_MS} ms); "
+                "safe to retry",
+                field="db",
+            )
+        try:
+            return self._guard(lambda: self._append(new, jti, expires_at, signatures))
+        finally:
+            self._writer.release()
 
     def _append(
         self,
@@ -283,19 +306,17 @@ class SqlStore(Store):
         expires_at: dt.datetime | None,
         signatures: Sequence[StoredSignature],
     ) -> AuditRecord:
-        records = schema.audit_records
         with self._write() as connection:
             if self.dialect == "postgresql":
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK)))
+                connection.execute(_LOCK_APPENDS)
             if jti is not None:
                 self._use_token(connection, jti, expires_at)
-            last = connection.execute(
-                sa.select(records.c.idx, records.c.hash).order_by(records.c.idx.desc()).limit(1)
-            ).first()
+            last = connection.execute(_LAST_RECORD).first()
             index, prev_hash = (0, GENESIS) if last is None else (last.idx + 1, bytes(last.hash))
             record = AuditRecord.seal(new, index, prev_hash)
             connection.execute(
-                records.insert().values(
+                _INSERT_RECORD,
+                dict(
                     idx=index,
                     time=new.time,
                     request_id=new.request_id,
@@ -307,11 +328,11 @@ class SqlStore(Store):
                     body=canonical(record.body).decode("utf-8"),
                     prev_hash=prev_hash,
                     hash=record.hash,
-                )
+                ),
             )
             if signatures:
                 connection.execute(
-                    schema.signatures.insert(),
+                    _INSERT_SIGNATURE,
                     [
                         {
                             "record_idx": index,
@@ -339,7 +360,7 @@ class SqlStore(Store):
         try:
             # A savepoint-free insert: on a conflict the whole append rolls back.
             connection.execute(
-                schema.used_tokens.insert().values(issuer=issuer, jti=token_id, expires_at=expires)
+                _INSERT_TOKEN, {"issuer": issuer, "jti": token_id, "expires_at": expires}
             )
         except exc.IntegrityError:
             raise ReplayedTokenError(
