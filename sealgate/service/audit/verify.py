@@ -179,6 +179,12 @@ class _Scan:
                 code=INSERTED, index=e,
             )  # fmt: skip
         if bi < e:
+            if own_ok and record.hash == self.hash_at.get(bi):
+                return AuditBrokenError(
+                    f"audit record {e}: inserted: a copy of record {bi} stands at position "
+                    f"{e}{stored}, after record {e - 1}",
+                    code=INSERTED, index=e,
+                )  # fmt: skip
             if own_ok and record.prev_hash == self._linked_hash(bi):
                 extra = f"record {bi} was" if e == bi + 1 else f"records {bi}..{e - 1} were"
                 return AuditBrokenError(
