@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -86,9 +87,17 @@ def bench_openbao(home: Path, clients: list[int], seconds: float) -> dict[int, R
         run_wrk(url, body=body, header="X-Vault-Token", tokens=tokens, clients=max(clients),
                 seconds=1, mode="same")  # warm-up  # fmt: skip
         for count in clients:
-            load, cpu = _measured(bao.process.pid, lambda c=count: run_wrk(
-                url, body=body, header="X-Vault-Token", tokens=tokens, clients=c,
-                seconds=seconds, mode="same"))  # fmt: skip
+            run = functools.partial(
+                run_wrk,
+                url,
+                body=body,
+                header="X-Vault-Token",
+                tokens=tokens,
+                clients=count,
+                seconds=seconds,
+                mode="same",
+            )
+            load, cpu = _measured(bao.process.pid, run)  # fmt: skip
             rows[count] = Row("OpenBao transit/sign", "(in memory)", "no", load, cpu)
             _progress(rows[count])
     return rows
