@@ -8,6 +8,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,11 +142,11 @@ def test_the_jti_and_the_record_roll_back_together_when_the_append_fails_after_t
 ) -> None:
     store.append(new(0))
 
-    def broken_seal(*args: Any, **kwargs: Any) -> AuditRecord:
+    def broken_seal(*args: Any, **kwargs: Any) -> tuple[AuditRecord, str]:
         raise RuntimeError("injected after the jti insert")
 
     with monkeypatch.context() as patch:
-        patch.setattr(AuditRecord, "seal", broken_seal)
+        patch.setattr(sql, "_seal", broken_seal)
         with pytest.raises(RuntimeError, match="injected"):
             store.append(new(1), jti=("https://issuer", "jti-a"))
     assert not store.jti_used("https://issuer", "jti-a")
@@ -160,6 +161,77 @@ def test_the_jti_and_the_record_roll_back_together_when_the_append_fails_after_t
     assert store.size() == 1
     # Control: the token that failed is not burnt; it can be used once now.
     assert store.append(new(3), jti=("https://issuer", "jti-a")).index == 1
+    assert_chain(list(store.records()))
+
+
+def queued_appends(
+    store: SqlStore, jobs: list[dict[str, Any]]
+) -> tuple[list[AuditRecord | BaseException], int]:
+    """Run `jobs` (append keyword arguments) from one thread each while the write turn is
+    held, so they all queue, then let them go: their outcomes, and the commits it took."""
+    commits = [0]
+
+    def count(_connection: Any) -> None:
+        commits[0] += 1
+
+    sa.event.listen(store.engine, "commit", count)
+    outcomes: list[AuditRecord | BaseException] = [RuntimeError("not run")] * len(jobs)
+
+    def run(i: int) -> None:
+        try:
+            outcomes[i] = store.append(**jobs[i])
+        except BaseException as error:
+            outcomes[i] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    assert store._writer.acquire(timeout=5)
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(store._queue) < len(jobs) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(store._queue) == len(jobs)
+    finally:
+        store._writer.release()
+    for thread in threads:
+        thread.join(timeout=30)
+    sa.event.remove(store.engine, "commit", count)
+    return outcomes, commits[0]
+
+
+def test_queued_appends_commit_together_and_a_replay_among_them_sinks_no_other(
+    store: SqlStore,
+) -> None:
+    jobs: list[dict[str, Any]] = [{"new": new(n), "jti": ("iss", f"j{n}")} for n in range(10)]
+    jobs.append({"new": new(10), "jti": ("iss", "j3")})  # a replay of a queued token
+    outcomes, commits = queued_appends(store, jobs)
+    assert commits == 1  # one transaction (one fsync) for all eleven
+    records = [o for o in outcomes if isinstance(o, AuditRecord)]
+    refused = [o for o in outcomes if not isinstance(o, AuditRecord)]
+    assert len(records) == 10
+    assert len(refused) == 1
+    assert isinstance(refused[0], ReplayedTokenError)
+    assert store.size() == 10
+    assert_chain(list(store.records()))
+    assert {r.body["request_id"] for r in records} == {
+        r.body["request_id"] for r in store.records()
+    }
+
+
+def test_a_queued_append_the_database_refuses_sinks_no_other(store: SqlStore) -> None:
+    bad = StoredSignature("x.bin", "sha256", "cd" * 32, None)  # type: ignore[arg-type]
+    jobs: list[dict[str, Any]] = [{"new": new(n), "jti": ("iss", f"j{n}")} for n in range(6)]
+    jobs[2]["signatures"] = [bad]
+    outcomes, _ = queued_appends(store, jobs)
+    failed = [i for i, o in enumerate(outcomes) if not isinstance(o, AuditRecord)]
+    assert failed == [2]
+    error = outcomes[2]
+    assert isinstance(error, StoreUnavailableError)
+    assert "refused the write" in error.message
+    assert not store.jti_used("iss", "j2")
+    assert all(store.jti_used("iss", f"j{n}") for n in (0, 1, 3, 4, 5))
+    assert store.size() == 5
     assert_chain(list(store.records()))
 
 

@@ -7,11 +7,14 @@ Appends are serialised by the database itself (SQLite `BEGIN IMMEDIATE`, Postgre
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +23,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
 from sqlalchemy import event, exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from sealgate.service.audit.records import GENESIS, AuditRecord, NewRecord, canonical
@@ -47,6 +51,8 @@ PURGE_EVERY = 1024
 #: A token id longer than this is refused (a unique index cannot hold it on PostgreSQL).
 MAX_TOKEN_ID = 1024
 PAGE = 500
+#: Appends waiting for the write turn commit together, up to this many per transaction.
+MAX_BATCH = 64
 SYNCHRONOUS = ("full", "normal")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -61,7 +67,38 @@ _LAST_RECORD = (
 )
 _INSERT_RECORD = schema.audit_records.insert()
 _INSERT_SIGNATURE = schema.signatures.insert()
-_INSERT_TOKEN = schema.used_tokens.insert()
+# A used (issuer, jti) inserts nothing and returns no row (rowcount is not reliable here).
+_INSERT_TOKEN = {
+    "sqlite": sqlite.insert(schema.used_tokens)
+    .on_conflict_do_nothing()
+    .returning(schema.used_tokens.c.jti),
+    "postgresql": postgresql.insert(schema.used_tokens)
+    .on_conflict_do_nothing()
+    .returning(schema.used_tokens.c.jti),
+}
+
+
+class _RefusedError(StoreUnavailableError):
+    """The database answered but refused this write (a constraint, a value it cannot hold)."""
+
+
+@dataclass(eq=False)
+class _Job:
+    """One append waiting for (or given) its write turn, and its outcome."""
+
+    new: NewRecord
+    jti: tuple[str, str] | None
+    expires_at: dt.datetime | None
+    signatures: tuple[StoredSignature, ...]
+    done: threading.Event = field(default_factory=threading.Event)
+    record: AuditRecord | None = None
+    error: BaseException | None = None
+
+    def finish(
+        self, *, record: AuditRecord | None = None, error: BaseException | None = None
+    ) -> None:
+        self.record, self.error = record, error
+        self.done.set()
 
 
 def open_store(url: str) -> SqlStore:
@@ -201,6 +238,9 @@ class SqlStore(Store):
         # Threads of one process queue here (a quick hand-over) rather than in SQLite's busy
         # handler, which sleeps; the database lock still orders the processes.
         self._writer = threading.Lock()
+        self._queue: list[_Job] = []
+        self._queue_lock = threading.Lock()
+        self._insert_token = _INSERT_TOKEN[self.dialect]
         try:
             self._migrate()
         except BaseException:
@@ -268,8 +308,13 @@ class SqlStore(Store):
             raise StoreUnavailableError(f"store {self.where}: closed", field="db")
         try:
             return work()
-        except (exc.DBAPIError, exc.TimeoutError) as error:
+        except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError) as error:
             raise self._unavailable(error) from None
+        except exc.DBAPIError as error:
+            raise _RefusedError(
+                f"store {self.where}: refused the write ({_reason(error)}); safe to retry",
+                field="db",
+            ) from None
 
     # -- the Store interface -----------------------------------------------------------------
 
@@ -288,85 +333,121 @@ class SqlStore(Store):
                 code="bad-token",
                 field="jti",
             )
-        if not self._writer.acquire(timeout=LOCK_TIMEOUT_MS / 1000):
-            raise StoreUnavailableError(
-                f"store {self.where}: unavailable (no write turn within {LOCK_TIMEOUT_MS} ms); "
-                "safe to retry",
-                field="db",
-            )
-        try:
-            return self._guard(lambda: self._append(new, jti, expires_at, signatures))
-        finally:
-            self._writer.release()
+        job = _Job(new, jti, expires_at, tuple(signatures))
+        with self._queue_lock:
+            self._queue.append(job)
+        deadline = time.monotonic() + LOCK_TIMEOUT_MS / 1000
+        while not job.done.is_set():
+            if self._writer.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                batch: list[_Job] = []
+                try:
+                    if not job.done.is_set():
+                        with self._queue_lock:
+                            batch = self._queue[:MAX_BATCH]
+                            del self._queue[:MAX_BATCH]
+                        self._commit(batch)
+                finally:
+                    self._writer.release()
+                    for waiting in batch:  # never leave a thread waiting (an interrupt)
+                        if not waiting.done.is_set():
+                            waiting.finish(error=self._unavailable(RuntimeError("interrupted")))
+                continue
+            with self._queue_lock:
+                if job in self._queue:  # nobody took it: withdraw it, nothing was written
+                    self._queue.remove(job)
+                    raise StoreUnavailableError(
+                        f"store {self.where}: unavailable (no write turn within "
+                        f"{LOCK_TIMEOUT_MS} ms); safe to retry",
+                        field="db",
+                    )
+            job.done.wait()  # a writer holds it: its outcome is on the way
+        if job.error is not None:
+            raise job.error
+        assert job.record is not None  # noqa: S101 - done without an error means a record
+        return job.record
 
-    def _append(
-        self,
-        new: NewRecord,
-        jti: tuple[str, str] | None,
-        expires_at: dt.datetime | None,
-        signatures: Sequence[StoredSignature],
-    ) -> AuditRecord:
+    def _commit(self, batch: list[_Job]) -> None:
+        """Commit `batch` in one transaction (one fsync, one lock turn for all). A failure that
+        is not the database's being away sends each job alone, so one bad job sinks no other."""
+        try:
+            outcomes = self._guard(lambda: self._append(batch))
+        except StoreUnavailableError as error:
+            if len(batch) == 1 or not isinstance(error, _RefusedError):
+                for job in batch:  # each thread raises its own copy
+                    job.finish(error=StoreUnavailableError(error.message, field=error.field))
+                return
+            outcomes = None
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0].finish(error=error)
+                return
+            outcomes = None
+        if outcomes is None:
+            for job in batch:
+                self._commit([job])
+            return
+        for job, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, AuditRecord):
+                job.finish(record=outcome)
+            else:
+                job.finish(error=outcome)
+
+    def _append(self, batch: Sequence[_Job]) -> list[AuditRecord | ReplayedTokenError]:
+        outcomes: list[AuditRecord | ReplayedTokenError] = []
+        rows: list[dict[str, Any]] = []
+        signatures: list[dict[str, Any]] = []
         with self._write() as connection:
             if self.dialect == "postgresql":
                 connection.execute(_LOCK_APPENDS)
-            if jti is not None:
-                self._use_token(connection, jti, expires_at)
             last = connection.execute(_LAST_RECORD).first()
             index, prev_hash = (0, GENESIS) if last is None else (last.idx + 1, bytes(last.hash))
-            record = AuditRecord.seal(new, index, prev_hash)
-            connection.execute(
-                _INSERT_RECORD,
-                dict(
-                    idx=index,
-                    time=new.time,
-                    request_id=new.request_id,
-                    event=new.event,
-                    key_name=new.key,
-                    grant_name=new.grant,
-                    decision=new.decision,
-                    reason_code=new.reason_code,
-                    body=canonical(record.body).decode("utf-8"),
-                    prev_hash=prev_hash,
-                    hash=record.hash,
-                ),
-            )
-            if signatures:
-                connection.execute(
-                    _INSERT_SIGNATURE,
-                    [
-                        {
-                            "record_idx": index,
-                            "position": position,
-                            "name": signature.name,
-                            "digest_algorithm": signature.digest_algorithm,
-                            "digest": signature.digest,
-                            "p7s": signature.p7s,
-                        }
-                        for position, signature in enumerate(signatures)
-                    ],
+            first = index
+            for job in batch:
+                if job.jti is not None and not self._use_token(connection, job):
+                    issuer, token_id = job.jti
+                    outcomes.append(
+                        ReplayedTokenError(
+                            f"token from {issuer}: jti {token_id!r} was already used; "
+                            "nothing was signed",
+                            field="jti",
+                        )
+                    )
+                    continue
+                record, text = _seal(job.new, index, prev_hash)
+                rows.append(_row(job.new, record, text))
+                signatures += (
+                    {
+                        "record_idx": index,
+                        "position": position,
+                        "name": signature.name,
+                        "digest_algorithm": signature.digest_algorithm,
+                        "digest": signature.digest,
+                        "p7s": signature.p7s,
+                    }
+                    for position, signature in enumerate(job.signatures)
                 )
-            if index % PURGE_EVERY == PURGE_EVERY - 1:
+                outcomes.append(record)
+                index, prev_hash = index + 1, record.hash
+            if rows:
+                connection.execute(_INSERT_RECORD, rows)
+            if signatures:
+                connection.execute(_INSERT_SIGNATURE, signatures)
+            if first // PURGE_EVERY != index // PURGE_EVERY:
                 horizon = int((dt.datetime.now(dt.UTC) - TOKEN_KEEP).timestamp())
                 connection.execute(
                     schema.used_tokens.delete().where(schema.used_tokens.c.expires_at < horizon)
                 )
-        return record
+        return outcomes
 
-    def _use_token(
-        self, connection: Connection, jti: tuple[str, str], expires_at: dt.datetime | None
-    ) -> None:
-        issuer, token_id = jti
-        expires = None if expires_at is None else int(expires_at.timestamp())
-        try:
-            # A savepoint-free insert: on a conflict the whole append rolls back.
-            connection.execute(
-                _INSERT_TOKEN, {"issuer": issuer, "jti": token_id, "expires_at": expires}
-            )
-        except exc.IntegrityError:
-            raise ReplayedTokenError(
-                f"token from {issuer}: jti {token_id!r} was already used; nothing was signed",
-                field="jti",
-            ) from None
+    def _use_token(self, connection: Connection, job: _Job) -> bool:
+        """Consume the job's (issuer, jti); False if it was used before (in this batch too)."""
+        assert job.jti is not None  # noqa: S101 - called for jobs with a token only
+        issuer, token_id = job.jti
+        expires = None if job.expires_at is None else int(job.expires_at.timestamp())
+        result = connection.execute(
+            self._insert_token, {"issuer": issuer, "jti": token_id, "expires_at": expires}
+        )
+        return result.first() is not None
 
     def jti_used(self, issuer: str, jti: str) -> bool:
         tokens = schema.used_tokens
@@ -509,6 +590,32 @@ class SqlStore(Store):
     def close(self) -> None:
         self._closed.set()
         self.engine.dispose()
+
+
+def _seal(new: NewRecord, index: int, prev_hash: bytes) -> tuple[AuditRecord, str]:
+    """`AuditRecord.seal`, keeping the canonical text it hashed (RFC 8785 is the costly part
+    of an append: done once, the stored text is exactly the hashed bytes)."""
+    body = new.body(index)
+    text = canonical(body)
+    return AuditRecord(index, body, prev_hash, hashlib.sha256(prev_hash + text).digest()), (
+        text.decode("utf-8")
+    )
+
+
+def _row(new: NewRecord, record: AuditRecord, text: str) -> dict[str, Any]:
+    return {
+        "idx": record.index,
+        "time": new.time,
+        "request_id": new.request_id,
+        "event": new.event,
+        "key_name": new.key,
+        "grant_name": new.grant,
+        "decision": new.decision,
+        "reason_code": new.reason_code,
+        "body": text,
+        "prev_hash": record.prev_hash,
+        "hash": record.hash,
+    }
 
 
 def _check_time(value: str) -> None:
