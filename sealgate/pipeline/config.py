@@ -28,11 +28,14 @@ CONFIG_LIMIT = 1 << 20  # sealgate.yml: settings, never data
 #: What decides which commits are proven and against what: never read from the work tree's
 #: sealgate.yml, which the commits under test can change. Nor how leniently the verify stage
 #: judges (`level: audit`, an `at` in the past), what it trusts (a pusher can certify the HSM's
-#: public key under a root of their own), or which key on the token signs.
+#: public key under a root of their own), or which key on the token signs. Nor where the job's
+#: OIDC token goes (`service`: a pusher's own server would receive it) or what it is for.
 _NOT_FROM_THE_REPOSITORY = frozenset(
     {"range", "policy", "base_branch", "level", "at", "trust_roots", "tsa_roots", "key",
-     "attest_key"}
+     "attest_key", "service", "service_key", "service_audience", "id_token_var"}
 )  # fmt: skip
+#: What a local key needs and the signing service decides: refused beside `service`.
+_LOCAL_SIGNING = ("key", "certificate", "chain", "tsa_urls")
 #: The proofs this file may switch on but never off.
 _PROOFS = {
     "verify_commits": "commits",
@@ -53,6 +56,10 @@ SETTINGS: dict[str, Setting] = {
     "caches": Setting("SEALGATE_CACHES", "list", ()),
     "submodules": Setting("SEALGATE_SUBMODULES", "str", "prove"),
     "key": Setting("SEALGATE_KEY", "str"),
+    "service": Setting("SEALGATE_SERVICE", "str"),
+    "service_key": Setting("SEALGATE_SERVICE_KEY", "str"),
+    "service_audience": Setting("SEALGATE_SERVICE_AUDIENCE", "str"),
+    "id_token_var": Setting("SEALGATE_ID_TOKEN_VAR", "str", "SEALGATE_ID_TOKEN"),
     "certificate": Setting("SEALGATE_CERTIFICATE", "path"),
     "chain": Setting("SEALGATE_CHAIN", "paths", ()),
     "verify_commits": Setting("SEALGATE_VERIFY_COMMITS", "bool", True),
@@ -181,4 +188,32 @@ def resolve_config(
     values["report"] = values["report"] or cwd / DEFAULT_REPORT
     values["attestation"] = values["attestation"] or values["report"].parent / DEFAULT_ATTESTATION
     values["attest_key"] = values["attest_key"] or values["key"]
+    _check_service(values)
     return RunConfig(root, values)
+
+
+def _check_service(values: Mapping[str, Any]) -> None:
+    """Signing through the service means no key, PIN, certificate or TSA in the job: one or the
+    other, never both (a half-local run would sign with whichever a reader did not expect)."""
+    if not values["service"]:
+        for name in ("service_key", "service_audience"):
+            if values[name]:
+                raise SealgateError(
+                    f"{name} is set but service is not", code="option-conflict", field=name
+                )
+        return
+    for name in _LOCAL_SIGNING:
+        if values[name]:
+            raise SealgateError(
+                f"{name} cannot be set with service: the signing service holds the key, its "
+                "certificate and its timestamps (drop the local signing settings)",
+                code="option-conflict",
+                field=name,
+            )
+    if not values["service_key"]:
+        raise SealgateError(
+            "service_key is required with service: the service's key name "
+            "(--service-key or $SEALGATE_SERVICE_KEY)",
+            code="missing-option",
+            field="service_key",
+        )

@@ -1,8 +1,10 @@
-"""The release stages: sign (through the HSM/KMS), verify (what was just signed, as the gate
-will) and attest (a DSSE-signed SLSA VSA about the signed artifacts)."""
+"""The release stages: sign (through the HSM/KMS, or the signing service with the job's OIDC
+token), verify (what was just signed, as the gate will) and attest (a DSSE-signed SLSA VSA about
+the signed artifacts)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from integrity.artifacts import match_artifacts
@@ -11,6 +13,8 @@ from sealgate.attest import subject_digest, subject_name, write_attestation
 from sealgate.pipeline.prepare import Prepared
 from sealgate.pipeline.report import PASSED, Stage
 from sealgate.pipeline.source import StageContext
+from sealgate.service.client import Trust, sign_remote
+from sealgate.service.idtoken import TokenSource
 from signer.keys import open_key
 from signer.sign import SIGNATURE_SUFFIX, sign_artifacts
 from signer.verify import verify_artifact
@@ -26,6 +30,8 @@ class ReleaseStages(StageContext):
         if self.config["attest"]:  # the VSA must be able to name each one: known before signing
             for path in artifacts:
                 subject_name(self.root, path, field="artifacts")
+        if self.config["service"]:
+            return self._sign_remote(stage, prepared, artifacts)
         with open_key(self.config["key"]) as key:
             self.result.key = key.display_uri
             self.result.signed = sign_artifacts(key, artifacts, prepared.sign_options)
@@ -34,6 +40,38 @@ class ReleaseStages(StageContext):
             f"{len(self.result.signed)} artifact(s) signed{stamped} with {self.result.key}"
         )
         stage.details = {"signatures": [str(s.signature) for s in self.result.signed]}
+        return True
+
+    def _sign_remote(self, stage: Stage, prepared: Prepared, artifacts: list[Path]) -> bool:
+        """Digests to the service, `.p7s` back, each checked against our digest (and the verify
+        stage's roots) before any is written: no key, PIN or certificate in the job."""
+        policy = prepared.verify_policy
+        trust = Trust(
+            roots=policy.trust_roots if policy else (),
+            tsa_roots=policy.tsa_roots if policy else (),
+            tsa_certs=policy.tsa_certs if policy else (),
+        )
+        service: str = self.config["service"]
+        source = TokenSource(
+            self.config["service_audience"] or service.rstrip("/"),
+            os.environ,
+            self.config["id_token_var"],
+        )
+        remote = sign_remote(
+            service, self.config["service_key"], artifacts, token_source=source, trust=trust
+        )
+        self.result.key = f"{remote.service} key {remote.key!r} version {remote.key_version}"
+        self.result.signed = remote.signed
+        stamped = " and timestamped" if any(s.timestamp for s in remote.signed) else ""
+        stage.summary = (
+            f"{len(remote.signed)} artifact(s) signed{stamped} by the signing service "
+            f"{self.result.key}; audit record {remote.receipt.index}"
+        )
+        stage.details = {
+            "signatures": [str(s.signature) for s in remote.signed],
+            "receipts": [str(r) for r in remote.receipts],
+            "request_id": remote.request_id,
+        }
         return True
 
     def _verify(self, stage: Stage, prepared: Prepared) -> bool:
@@ -61,6 +99,9 @@ class ReleaseStages(StageContext):
         )
         if check is None:
             stage.summary = "no integrity check ran: nothing to attest"
+            return None
+        if not self.config["attest_key"]:  # signed by the service: no local key for the VSA
+            stage.summary = "no attestation key (the service signed the artifacts; --attest-key)"
             return None
         levels = [
             CHECK_LEVEL[n] for n in ("commits", "tree", "watch") if stages[n].status == PASSED
