@@ -472,3 +472,11 @@ def test_an_hmac_algorithm_cannot_be_configured(oidc: OidcIssuer) -> None:
     with pytest.raises(ServiceConfigError) as caught:
         TokenVerifier([IssuerConfig("x", "github", oidc.url, "aud", algorithms=("RS256", "HS256"))])
     assert caught.value.code == "bad-algorithms"
+
+
+def test_a_short_rsa_key_in_the_jwks_is_not_trusted(oidc: OidcIssuer) -> None:
+    small = rsa.generate_private_key(65537, 1024)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(small.public_key()))
+    oidc.publish({**jwk, "kid": "small", "alg": "RS256"})
+    token = oidc.mint(github_claims(), kid="small", key=small)
+    assert "1024 bits" in refused(verifier_for(oidc), token, "token-weak-key").message

@@ -190,7 +190,11 @@ class TokenVerifier:
                 audience=issuer.audience,
                 issuer=issuer.issuer,
                 leeway=leeway,
-                options={"require": list(REQUIRED), "verify_signature": True},
+                options={
+                    "require": list(REQUIRED),
+                    "verify_signature": True,
+                    "enforce_minimum_key_length": True,
+                },
             )
         except jwt.InvalidSignatureError:
             raise AuthError(
@@ -215,6 +219,12 @@ class TokenVerifier:
             raise self._audience_error(issuer, token) from None
         except jwt.InvalidIssuerError:
             raise AuthError(f"{where}: issuer mismatch", code="token-issuer", field="iss") from None
+        except jwt.InvalidKeyError as exc:
+            raise AuthError(
+                f"{where}: key {key.key_id or ''!s:.64} cannot be trusted: {str(exc)[:120]}",
+                code="token-weak-key",
+                field="kid",
+            ) from None
         except jwt.InvalidAlgorithmError as exc:
             raise AuthError(f"{where}: {exc}", code="token-algorithm", field="alg") from None
         except jwt.PyJWTError as exc:
