@@ -164,7 +164,7 @@ def run_verify(args: argparse.Namespace) -> int:
                 KeptCheckpoint(f"database checkpoint {n} (size {c.tree_size})", c)
                 for n, c in enumerate(store.checkpoints(), start=1)
             ] + kept
-            source = f"database {redact_url(args.db)}"
+            source = f"database {getattr(store, 'where', None) or redact_url(args.db)}"
         first_origin = next((_origin_of(c) for c in checkpoints), None)
         report = verify_log(
             records,
