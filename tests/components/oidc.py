@@ -70,6 +70,8 @@ class _Canned:
     status: int
     body: bytes
     headers: dict[str, str]
+    #: seconds between the body's bytes (a slow-drip server); 0: all at once
+    drip: float = 0.0
 
 
 class OidcIssuer:
@@ -84,11 +86,14 @@ class OidcIssuer:
         self.url = ""
         self.jwks_url = ""
         self.requests: dict[str, int] = {}
+        #: bytes each dripped answer got out before the client hung up (or all of them)
+        self.dripped: list[int] = []
         self._keys = _new_keys()
         self._extra_jwks: list[dict[str, Any]] = []
         self._canned: dict[str, _Canned] = {}
         self._discovery_overrides: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -98,13 +103,25 @@ class OidcIssuer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                status, body, headers = issuer._answer(self.path.split("?", 1)[0])
+                status, body, headers, drip = issuer._answer(self.path.split("?", 1)[0])
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not drip:
+                    self.wfile.write(body)
+                    return
+                sent = 0
+                try:
+                    while sent < len(body) and not issuer._stopping.wait(drip):
+                        self.wfile.write(body[sent : sent + 1])
+                        self.wfile.flush()
+                        sent += 1
+                except OSError:  # the client gave up: that is what a drip test wants
+                    pass
+                with issuer._lock:
+                    issuer.dripped.append(sent)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -125,6 +142,7 @@ class OidcIssuer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is None:
             return
         self._server.shutdown()
@@ -158,18 +176,18 @@ class OidcIssuer:
             keys = [key.public_jwk() for key in self._keys.values()] + list(self._extra_jwks)
         return {"keys": keys}
 
-    def _answer(self, path: str) -> tuple[int, bytes, dict[str, str]]:
+    def _answer(self, path: str) -> tuple[int, bytes, dict[str, str], float]:
         with self._lock:
             self.requests[path] = self.requests.get(path, 0) + 1
             canned = self._canned.get(path)
         if canned is not None:
-            return canned.status, canned.body, canned.headers
+            return canned.status, canned.body, canned.headers, canned.drip
         json_type = {"Content-Type": "application/json"}
         if path == self.path + DISCOVERY_PATH:
-            return 200, json.dumps(self.discovery()).encode(), json_type
+            return 200, json.dumps(self.discovery()).encode(), json_type, 0.0
         if path == self.path + JWKS_PATH:
-            return 200, json.dumps(self.jwks()).encode(), json_type
-        return 404, b"not found", {"Content-Type": "text/plain"}
+            return 200, json.dumps(self.jwks()).encode(), json_type, 0.0
+        return 404, b"not found", {"Content-Type": "text/plain"}, 0.0
 
     def request_count(self, what: str = "jwks") -> int:
         """GETs served so far of "jwks", "discovery" or a literal path."""
@@ -199,14 +217,17 @@ class OidcIssuer:
         status: int | None,
         body: bytes = b"",
         headers: Mapping[str, str] | None = None,
+        *,
+        drip: float = 0.0,
     ) -> None:
-        """Answer GET `path` (relative to the issuer) with a fixed response; None: normal again."""
+        """Answer GET `path` (relative to the issuer) with a fixed response, its body sent one
+        byte every `drip` seconds if given; status None: answer normally again."""
         full = self.path + path
         with self._lock:
             if status is None:
                 self._canned.pop(full, None)
             else:
-                self._canned[full] = _Canned(status, body, dict(headers or {}))
+                self._canned[full] = _Canned(status, body, dict(headers or {}), drip)
 
     def publish(self, jwk: dict[str, Any]) -> None:
         """Add a raw JWK to the JWKS (an `oct` key, a duplicate kid...)."""

@@ -480,3 +480,20 @@ def test_a_short_rsa_key_in_the_jwks_is_not_trusted(oidc: OidcIssuer) -> None:
     oidc.publish({**jwk, "kid": "small", "alg": "RS256"})
     token = oidc.mint(github_claims(), kid="small", key=small)
     assert "1024 bits" in refused(verifier_for(oidc), token, "token-weak-key").message
+
+
+def test_a_slow_drip_jwks_meets_the_fetch_deadline(oidc: OidcIssuer) -> None:
+    """A JWKS sent a byte at a time (the whole of it valid) is given up on at the deadline,
+    not read to its end: one request thread is not the issuer's to hold."""
+    body = json.dumps(oidc.jwks()).encode()
+    oidc.respond("/jwks", 200, body, {"Content-Type": "application/json"}, drip=0.05)
+    cache = JwksCache(oidc.jwks_url, 60.0, 0.5, issuer=oidc.url)
+    verifier = TokenVerifier([oidc.config("gh", "github")], caches={"gh": cache})
+    error = refused(verifier, oidc.mint(github_claims()), "jwks-unavailable", status=503)
+    assert "not read within 0.5 s" in error.message
+    # the client hung up mid-body: the server never got the whole document out
+    for _ in range(200):
+        if oidc.dripped:
+            break
+        time.sleep(0.05)
+    assert oidc.dripped and oidc.dripped[0] < len(body)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import jwt
 import requests
+import urllib3
 
 from sealgate.service.errors import AuthError
 
@@ -50,18 +51,20 @@ def fetch_json(url: str, *, what: str, timeout: float, limit: int = MAX_DOCUMENT
     try:
         with requests.get(
             url, timeout=timeout, allow_redirects=False, stream=True,
-            headers={"Accept": "application/json"},
+            headers={"Accept": "application/json", "Accept-Encoding": "identity"},
         ) as answer:  # fmt: skip
             if answer.status_code != 200:
                 raise unavailable(f"{what} {url}: HTTP {answer.status_code}")
             body = bytearray()
-            for chunk in answer.iter_content(16384):
+            # read1: whatever has arrived, so a server dripping a byte at a time meets the
+            # deadline instead of holding a request thread for as long as it likes
+            while chunk := answer.raw.read1(16384):
                 body += chunk
                 if len(body) > limit:
                     raise unavailable(f"{what} {url}: more than {limit} bytes")
                 if time.monotonic() > deadline:
                     raise unavailable(f"{what} {url}: not read within {timeout:g} s")
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise unavailable(f"{what} {url}: {type(exc).__name__}") from None
     try:
         return json.loads(bytes(body))
