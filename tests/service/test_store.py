@@ -272,6 +272,29 @@ def test_a_record_time_in_another_format_is_refused_so_rate_limits_cannot_be_ske
     assert store.size() == 0
 
 
+def test_request_text_with_nul_or_quotes_is_stored_and_kept_apart(store: SqlStore) -> None:
+    """PostgreSQL text cannot hold NUL: a key, grant, artifact name or jti with one (all of them
+    reach the store from a request) is stored anyway, and never equals another value."""
+    odd = "a\x00b"
+    quoted = '"a\\u0000b"'  # what the escaped form of `odd` looks like, as a plain value
+    kept = [StoredSignature(odd, "sha256", "ab" * 32, b"p7s"),
+            StoredSignature(quoted, "sha256", "ab" * 32, b"p7s")]  # fmt: skip
+    first = store.append(new(0, key=odd, grant=odd), jti=("iss", odd), signatures=kept)
+    store.append(new(1, key=quoted, grant=quoted), jti=("iss", quoted))
+    assert store.signatures(first.index) == kept
+    since = NOW - dt.timedelta(minutes=1)
+    assert store.count_recent(odd, odd, since) == 1
+    assert store.count_recent(quoted, quoted, since) == 1
+    assert store.count_recent("ab", "ab", since) == 0
+    assert store.jti_used("iss", odd)
+    assert store.jti_used("iss", quoted)
+    assert not store.jti_used("iss", "ab")
+    with pytest.raises(ReplayedTokenError):
+        store.append(new(2), jti=("iss", odd))
+    assert [r.body["key"] for r in store.records()] == [odd, quoted]
+    assert_chain(list(store.records()))
+
+
 def test_checkpoints_round_trip(store: SqlStore) -> None:
     assert store.latest_checkpoint() is None
     assert store.checkpoints() == []

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import sqlalchemy as sa
 from alembic import command
@@ -419,9 +419,9 @@ class SqlStore(Store):
                     {
                         "record_idx": index,
                         "position": position,
-                        "name": signature.name,
-                        "digest_algorithm": signature.digest_algorithm,
-                        "digest": signature.digest,
+                        "name": _column(signature.name),
+                        "digest_algorithm": _column(signature.digest_algorithm),
+                        "digest": _column(signature.digest),
                         "p7s": signature.p7s,
                     }
                     for position, signature in enumerate(job.signatures)
@@ -445,7 +445,8 @@ class SqlStore(Store):
         issuer, token_id = job.jti
         expires = None if job.expires_at is None else int(job.expires_at.timestamp())
         result = connection.execute(
-            self._insert_token, {"issuer": issuer, "jti": token_id, "expires_at": expires}
+            self._insert_token,
+            {"issuer": _column(issuer), "jti": _column(token_id), "expires_at": expires},
         )
         return result.first() is not None
 
@@ -455,7 +456,9 @@ class SqlStore(Store):
         def work() -> bool:
             with self._read() as connection:
                 row = connection.execute(
-                    sa.select(sa.literal(1)).where(tokens.c.issuer == issuer, tokens.c.jti == jti)
+                    sa.select(sa.literal(1)).where(
+                        tokens.c.issuer == _column(issuer), tokens.c.jti == _column(jti)
+                    )
                 ).first()
             return row is not None
 
@@ -519,8 +522,8 @@ class SqlStore(Store):
             with self._read() as connection:
                 value = connection.execute(
                     sa.select(sa.func.count()).where(
-                        records.c.key_name == key,
-                        records.c.grant_name == grant,
+                        records.c.key_name == _column(key),
+                        records.c.grant_name == _column(grant),
                         records.c.decision == "allow",
                         records.c.time >= moment,
                     )
@@ -538,7 +541,12 @@ class SqlStore(Store):
                     sa.select(table).where(table.c.record_idx == index).order_by(table.c.position)
                 )
                 return [
-                    StoredSignature(row.name, row.digest_algorithm, row.digest, bytes(row.p7s))
+                    StoredSignature(
+                        _uncolumn(row.name),
+                        _uncolumn(row.digest_algorithm),
+                        _uncolumn(row.digest),
+                        bytes(row.p7s),
+                    )
                     for row in rows
                 ]
 
@@ -606,16 +614,36 @@ def _row(new: NewRecord, record: AuditRecord, text: str) -> dict[str, Any]:
     return {
         "idx": record.index,
         "time": new.time,
-        "request_id": new.request_id,
-        "event": new.event,
-        "key_name": new.key,
-        "grant_name": new.grant,
-        "decision": new.decision,
-        "reason_code": new.reason_code,
+        "request_id": _column(new.request_id),
+        "event": _column(new.event),
+        "key_name": _column(new.key),
+        "grant_name": _column(new.grant),
+        "decision": _column(new.decision),
+        "reason_code": _column(new.reason_code),
         "body": text,
         "prev_hash": record.prev_hash,
         "hash": record.hash,
     }
+
+
+@overload
+def _column(value: str) -> str: ...
+@overload
+def _column(value: None) -> None: ...
+def _column(value: str | None) -> str | None:
+    """A request's text as a column can hold it: PostgreSQL text refuses NUL, so a value with
+    one (or that starts with a quote) is kept JSON-quoted, which keeps distinct values distinct."""
+    if value is None or ("\x00" not in value and not value.startswith('"')):
+        return value
+    return json.dumps(value)
+
+
+def _uncolumn(value: str) -> str:
+    if value.startswith('"'):
+        decoded = json.loads(value)
+        if isinstance(decoded, str):
+            return decoded
+    return value
 
 
 def _check_time(value: str) -> None:
