@@ -299,7 +299,7 @@ def _issuers(reader: _Reader, node: yaml.Node) -> tuple[IssuerConfig, ...]:
             values, fields, where,
             {"jwks_url": lambda n, w: reader.url(n, w, https=True),
              "leeway": reader.ranged(0, MAX_LEEWAY), "max_token_age": reader.ranged(1, 86400),
-             "jwks_refresh_interval": reader.seconds(0.0, 86400.0),
+             "jwks_refresh_interval": reader.seconds(1.0, 86400.0),
              "algorithms": lambda n, w: _algorithms(reader, n, w)},
         )  # fmt: skip
         config = IssuerConfig(**values)

@@ -172,7 +172,7 @@ def _release_miss(
             "risky events",
             claim,
         )  # fmt: skip
-    if event in risky and event not in grant.allow_events:
+    if event.lower() in risky and event not in grant.allow_events:
         return _Miss(
             grant, passed,
             f"{where}: claim {claim} is {_show(event)}; release key {key.name!r} refuses it "

@@ -416,3 +416,10 @@ def test_check_refuses_the_audit_log_signing_with_a_release_key(oidc: OidcIssuer
 def test_check_refuses_a_key_without_grants(oidc: OidcIssuer, tmp_path: Path) -> None:
     empty = replace(key(), source="s.yml line 5")
     assert check_config(service(oidc, empty)) == ["s.yml line 5: key 'k' has no grants"]
+
+
+def test_a_case_variant_of_a_risky_event_is_still_refused(
+    oidc: OidcIssuer, verifier: TokenVerifier
+) -> None:
+    job = github_job(oidc, verifier, event_name="Pull_Request_Target")
+    assert denied(key(github_grant(), release=True), job).field == "event_name"
