@@ -497,3 +497,16 @@ def test_a_slow_drip_jwks_meets_the_fetch_deadline(oidc: OidcIssuer) -> None:
             break
         time.sleep(0.05)
     assert oidc.dripped and oidc.dripped[0] < len(body)
+
+
+def test_warming_reads_every_issuer_and_reports_the_ones_down(oidc: OidcIssuer) -> None:
+    with OidcIssuer() as down:
+        down.fail_jwks(True)
+        verifier = TokenVerifier([oidc.config("a", "github"), down.config("b", "gitlab")])
+        failures = verifier.warm()
+        assert [f.code for f in failures] == ["jwks-unavailable"]
+        assert down.jwks_url in failures[0].message
+        assert oidc.request_count("jwks") == 1
+        # warmed: the first token needs no fetch of its own
+        assert verifier.verify(oidc.mint(github_claims())).jti
+        assert oidc.request_count("jwks") == 1

@@ -90,7 +90,19 @@ class TokenVerifier:
                 issuer=issuer.issuer,
             )
 
+    def warm(self) -> list[AuthError]:
+        """Read every issuer's keys now (at startup, so the first job does not wait); the
+        failures, each naming its issuer. The caches retry by themselves later."""
+        failures: list[AuthError] = []
+        for cache in self._caches.values():
+            try:
+                cache.refresh()
+            except AuthError as exc:
+                failures.append(exc)
+        return failures
+
     def cache(self, issuer_name: str) -> JwksCache:
+        """The JWKS cache of the issuer named `issuer_name` in service.yml."""
         for iss, config in self._issuers.items():
             if config.name == issuer_name:
                 return self._caches[iss]
