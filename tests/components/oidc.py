@@ -262,9 +262,8 @@ class OidcIssuer:
         headers: Mapping[str, Any] | None = None,
         key: Any = None,
     ) -> str:
-        """A signed JWT. iss/aud/iat/nbf/exp/jti are filled unless `claims` gives them; a claim
-        given as None is left out. alg "none" and HS* are made by hand (attack tokens); `key`
-        signs instead of the issuer's key (a private key, or the HMAC secret bytes)."""
+        """A JWT with iss/aud/iat/nbf/exp/jti filled unless `claims` gives them (None: left out);
+        `key` signs instead of the issuer's key (the HMAC secret for HS*; "none" is unsigned)."""
         now = int(time.time()) if iat is None else iat
         payload: dict[str, Any] = {
             "iss": self.url,

@@ -235,9 +235,8 @@ def discover_jwks_url(issuer: str, *, timeout: float) -> str:
 
 
 def parse_jwks(document: Any, *, where: str) -> dict[str, dict[str, Any]]:
-    """The verification keys of a JWKS by kid. Keys without a kid, for encryption, of a
-    symmetric type or that PyJWT cannot load are left out; a kid listed twice is left out
-    entirely (which of the two signed is not ours to guess)."""
+    """Signing keys by kid; no kid, not for signing, symmetric or unloadable: left out. A kid
+    listed twice is left out entirely: which of the two signed is not ours to guess."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise unavailable(f"JWKS {where}: not a JSON object with a keys list")
     found: dict[str, dict[str, Any]] = {}
