@@ -347,6 +347,19 @@ def test_opening_twice_migrates_once_and_keeps_the_records(store_url: str) -> No
         again.close()
 
 
+def test_the_migrations_build_exactly_the_tables_the_queries_use(store: SqlStore) -> None:
+    """schema.py (what the queries name) and the Alembic versions (what open_store creates)
+    are written twice; Alembic's own comparison holds them equal."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from sealgate.service.store import schema
+
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), schema.metadata)
+    assert differences == []
+
+
 def test_a_database_holding_someone_elses_tables_is_refused_by_name(store_url: str) -> None:
     engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as connection:
