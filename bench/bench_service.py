@@ -15,24 +15,21 @@ import base64
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pkcs11
 import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from pkcs11 import Mechanism, ObjectClass
 
+from bench import service_parts
 from bench.common import CertifiedToken, certified_token, sealgate_command
 from bench.wrk import LoadResult, run_wrk
 from sealgate.openssl import cms_verify
@@ -117,41 +114,39 @@ def _check_transit_signature(public_pem: str, signature: str, digest: bytes) -> 
 
 
 def raw_softhsm_rate(token: CertifiedToken, processes: int, seconds: float) -> float:
-    """ECDSA P-256 signatures per second over prehashed digests, one session per process.
-
-    Processes, not threads: python-pkcs11 calls C_Initialize(NULL), which tells the module that
-    no two threads call it at once, and SoftHSM then drops its locks (two threads signing at
-    once corrupt its heap: seen here). One process's rate is the bound of one service process."""
-    context = multiprocessing.get_context("spawn")
-    begin = time.time() + 1.0 + 0.5 * processes  # every worker logged in before the clock starts
-    job = (token.token.module, token.token.label, token.token.pin_file.read_text(),
-           dict(token.token.env), begin, seconds)  # fmt: skip
-    with context.Pool(processes) as pool:
-        counts = pool.map(_raw_worker, [job] * processes)
-    return sum(counts) / seconds
-
-
-def _raw_worker(job: tuple[str, str, str, dict[str, str], float, float]) -> int:
-    module, label, pin, env, begin, seconds = job
-    os.environ.update(env)
-    digest = hashlib.sha256(b"raw").digest()
-    for attempt in range(10):  # two processes reading the token's files at once: a retry
-        try:
-            session = pkcs11.lib(module).get_token(token_label=label).open(user_pin=pin)
-            break
-        except pkcs11.exceptions.GeneralError:
-            if attempt == 9:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    with session:
-        key: Any = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label="release")
-        key.sign(digest, mechanism=Mechanism.ECDSA)
-        time.sleep(max(0.0, begin - time.time()))
-        done, end = 0, begin + seconds
-        while time.time() < end:
-            key.sign(digest, mechanism=Mechanism.ECDSA)
-            done += 1
-    return done
+    """ECDSA P-256 signatures per second from `processes` processes, one session each, started
+    together (bench/hsm_rate.py says why processes and not threads)."""
+    command = [sys.executable, "-m", "bench.hsm_rate", token.token.module, token.token.label,
+               "release", str(token.token.pin_file), str(seconds)]  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=token.env,
+            cwd=Path(__file__).parent.parent,
+        )
+        for _ in range(processes)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            if worker.stdout.readline().strip() != "ready":
+                raise RuntimeError("bench.hsm_rate did not log in to the token")
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        rate = 0.0
+        for worker in workers:
+            output, _ = worker.communicate(timeout=seconds + 60)
+            _, count, elapsed = output.split()
+            rate += int(count) / float(elapsed)
+        return rate
+    finally:
+        for worker in workers:
+            stop_process(worker)  # type: ignore[arg-type]
 
 
 # -- the service: `sealgate serve` in its own process, each request with its own token --------
@@ -398,6 +393,8 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--tsa", default="no,yes", help="the TSA variants to run")
     parser.add_argument("--batch-clients", type=int, default=4)
+    parser.add_argument("--no-parts", action="store_true",
+                        help="skip the per-stage CPU breakdown of one request")  # fmt: skip
     args = parser.parse_args()
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     clients = [int(c) for c in args.clients.split(",")]
@@ -433,8 +430,19 @@ def main() -> None:
             print(f"  {batch[0].rate:.1f} req/s = {batch[0].rate * 100:.0f} signatures/s, "
                   f"p50 {batch[0].p50_ms:.0f} ms, p99 {batch[0].p99_ms:.0f} ms, "
                   f"CPU {batch[1]:.1f} ms/req", flush=True)  # fmt: skip
+            if not args.no_parts:
+                one = next((r.cpu_ms for r in rows if r.store == "SQLite" and r.tsa == "no"
+                            and r.load.clients == 1), None)  # fmt: skip
+                stages = service_parts.measure(
+                    service_yml(bench, tsa=False, name="service-parts"),
+                    f"sqlite:///{home / 'service-parts.db'}",
+                    sign_body(home / "one-digest.json", 1).read_bytes(),
+                    lambda: issuer.mint(github_claims(), alg="ES256", lifetime=TOKEN_LIFETIME),
+                )
         print_table([*peer.values(), *rows], peer)
         print_goals(rows, peer, batch, raw)
+        if not args.no_parts:
+            service_parts.report(stages, one, 1e6 / raw[1])
 
 
 @contextmanager
