@@ -107,7 +107,7 @@ def _verifier(args: argparse.Namespace, fallback_origin: str | None) -> NoteVeri
         public_key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):
         raise ConfigError(f"--audit-key-pub {args.audit_key_pub}: not a PEM public key",
-                          code="bad-key", field="audit_key_pub") from None  # fmt: skip
+                          code="malformed-key-file", field="audit_key_pub") from None  # fmt: skip
     origin = args.origin or fallback_origin
     if origin is None:
         raise ConfigError("--audit-key-pub: give --origin (there is no checkpoint to take it "

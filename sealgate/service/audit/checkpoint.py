@@ -80,30 +80,35 @@ class Checkpoint:
         """The strict reading: decimal without leading zeros, canonical base64 of 32 bytes;
         extension lines (opaque, non-empty) are allowed and carry no meaning here."""
         if not text.endswith("\n"):
-            raise _broken("the checkpoint text does not end in a newline", _MALFORMED, where)
+            raise _broken("the checkpoint text does not end in a newline", MALFORMED_CODE, where)
         lines = text[:-1].split("\n")
         if len(lines) < 3 or any(not line for line in lines):
             raise _broken(
                 "a checkpoint is at least three non-empty lines (origin, size, root)",
-                _MALFORMED,
+                MALFORMED_CODE,
                 where,
             )
         origin, size_text, root_text = lines[:3]
         if not _SIZE.fullmatch(size_text) or int(size_text) > _MAX_TREE_SIZE:
-            raise _broken(f"tree size {size_text[:40]!r} is not a decimal size", _MALFORMED, where)
+            raise _broken(
+                f"tree size {size_text[:40]!r} is not a decimal size", MALFORMED_CODE, where
+            )
         try:
             root_hash = base64.b64decode(root_text, validate=True)
         except (binascii.Error, ValueError):
             root_hash = b""
         if len(root_hash) != 32 or base64.b64encode(root_hash).decode() != root_text:
             raise _broken(
-                f"root hash {root_text[:60]!r} is not the base64 of 32 bytes", _MALFORMED, where
+                f"root hash {root_text[:60]!r} is not the base64 of 32 bytes", MALFORMED_CODE, where
             )
         return cls(origin, int(size_text), root_hash)
 
 
-_MALFORMED = "audit-checkpoint-malformed"
-_SIGNATURE = "audit-checkpoint-signature"
+MALFORMED_CODE = "audit-checkpoint-malformed"
+SIGNATURE_CODE = "audit-checkpoint-signature"
+TIMESTAMP_CODE = "audit-checkpoint-timestamp"
+MISMATCH_CODE = "audit-checkpoint-mismatch"
+ORIGIN_CODE = "audit-checkpoint-origin"
 
 
 def _key_bytes(public_key: PublicKey) -> tuple[int, bytes]:
@@ -219,16 +224,18 @@ class NoteVerifier:
 def split_note(note: str, where: str) -> tuple[str, list[tuple[str, bytes]]]:
     """The note text (with its final newline) and its (key name, key ID || signature) lines."""
     if len(note.encode("utf-8", "surrogatepass")) > MAX_NOTE:
-        raise _broken(f"a signed note over {MAX_NOTE} bytes", _MALFORMED, where)
+        raise _broken(f"a signed note over {MAX_NOTE} bytes", MALFORMED_CODE, where)
     if any(ord(c) < 0x20 and c != "\n" for c in note) or not _utf8(note):
-        raise _broken("a signed note holds control characters or is not UTF-8", _MALFORMED, where)
+        raise _broken(
+            "a signed note holds control characters or is not UTF-8", MALFORMED_CODE, where
+        )
     cut = note.rfind("\n\n")
     if cut < 0 or not note.endswith("\n"):
-        raise _broken("not a signed note (no blank line before signatures)", _MALFORMED, where)
+        raise _broken("not a signed note (no blank line before signatures)", MALFORMED_CODE, where)
     text, tail = note[: cut + 1], note[cut + 2 :]
     lines = tail[:-1].split("\n")
     if not lines or len(lines) > MAX_SIGNATURES:
-        raise _broken(f"a signed note needs 1 to {MAX_SIGNATURES} signature lines", _MALFORMED,
+        raise _broken(f"a signed note needs 1 to {MAX_SIGNATURES} signature lines", MALFORMED_CODE,
                       where)  # fmt: skip
     signatures: list[tuple[str, bytes]] = []
     for number, line in enumerate(lines, start=1):
@@ -240,7 +247,7 @@ def split_note(note: str, where: str) -> tuple[str, list[tuple[str, bytes]]]:
             except (binascii.Error, ValueError):
                 blob = b""
         if not match or len(blob) < 5:
-            raise _broken(f"signature line {number} is not '— NAME BASE64'", _MALFORMED, where)
+            raise _broken(f"signature line {number} is not '— NAME BASE64'", MALFORMED_CODE, where)
         signatures.append((match.group(1), blob))
     return text, signatures
 
@@ -261,20 +268,20 @@ def open_note(note: str, verifier: NoteVerifier, where: str) -> tuple[Checkpoint
             if name == verifier.name and blob[:4] == verifier.key_id]  # fmt: skip
     if not ours:
         raise _broken(f"no signature by the audit key {verifier.name}+{verifier.key_id.hex()}",
-                      _SIGNATURE, where)  # fmt: skip
+                      SIGNATURE_CODE, where)  # fmt: skip
     for signature in ours:
         if not verifier.verify(text.encode(), signature):
             raise _broken(
                 f"the signature by {verifier.name}+{verifier.key_id.hex()} does not verify "
                 "(a forged or altered checkpoint)",
-                _SIGNATURE,
+                SIGNATURE_CODE,
                 where,
             )
     checkpoint = Checkpoint.parse(text, where)
     if checkpoint.origin != verifier.name:
         raise _broken(
             f"origin {checkpoint.origin[:80]!r} is not the audit key's name {verifier.name!r}",
-            "audit-checkpoint-origin",
+            ORIGIN_CODE,
             where,
         )
     return checkpoint, ours[0]
@@ -333,14 +340,14 @@ def verify_stored(
         raise _broken(
             f"its size/root columns ({stored.tree_size}) differ from its signed note "
             f"({checkpoint.tree_size})",
-            "audit-checkpoint-mismatch",
+            MISMATCH_CODE,
             where,
         )
     stamped = False
     if tsa_roots:
         if stored.timestamp is None:
             raise _broken("no RFC 3161 timestamp, and --tsa-roots asks for one",
-                          "audit-checkpoint-timestamp", where)  # fmt: skip
+                          TIMESTAMP_CODE, where)  # fmt: skip
         if signature is None:
             _, signatures = split_note(stored.note, where)
             signature = signatures[0][1][4:]
@@ -348,7 +355,7 @@ def verify_stored(
             verify_timestamp(stored.timestamp, signature, tsa_roots, where)
         except ServiceError as exc:
             raise _broken(f"its timestamp does not verify: {exc.message}",
-                          "audit-checkpoint-timestamp", where) from None  # fmt: skip
+                          TIMESTAMP_CODE, where) from None  # fmt: skip
         stamped = True
     return checkpoint, signature is not None and verifier is not None, stamped
 
@@ -371,7 +378,7 @@ _JSON_FIELDS = frozenset({"tree_size", "root_hash", "note", "timestamp", "time"}
 
 def checkpoint_from_json(document: object, where: str) -> StoredCheckpoint:
     if not isinstance(document, dict) or set(document) != _JSON_FIELDS:
-        raise _broken(f"a checkpoint is an object of exactly {sorted(_JSON_FIELDS)}", _MALFORMED,
+        raise _broken(f"a checkpoint is an object of exactly {sorted(_JSON_FIELDS)}", MALFORMED_CODE,
                       where)  # fmt: skip
     size, root_hex, note = document["tree_size"], document["root_hash"], document["note"]
     stamp, time = document["timestamp"], document["time"]
@@ -385,11 +392,11 @@ def checkpoint_from_json(document: object, where: str) -> StoredCheckpoint:
         or not isinstance(time, str)
         or not (stamp is None or isinstance(stamp, str))
     ):
-        raise _broken("a checkpoint field has the wrong type or form", _MALFORMED, where)
+        raise _broken("a checkpoint field has the wrong type or form", MALFORMED_CODE, where)
     try:
         token = None if stamp is None else base64.b64decode(stamp, validate=True)
     except (binascii.Error, ValueError):
-        raise _broken("its timestamp is not base64", _MALFORMED, where) from None
+        raise _broken("its timestamp is not base64", MALFORMED_CODE, where) from None
     return StoredCheckpoint(size, bytes.fromhex(root_hex), note, token, time)
 
 
@@ -398,12 +405,12 @@ def parse_checkpoint_file(data: bytes, where: str) -> StoredCheckpoint:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise _broken("not UTF-8", _MALFORMED, where) from None
+        raise _broken("not UTF-8", MALFORMED_CODE, where) from None
     if text.lstrip().startswith("{"):
         try:
             document = json.loads(text, parse_constant=_no_constant)
         except ValueError as exc:
-            raise _broken(f"not JSON ({exc})", _MALFORMED, where) from None
+            raise _broken(f"not JSON ({exc})", MALFORMED_CODE, where) from None
         return checkpoint_from_json(document, where)
     checkpoint = read_unsigned(text, where)
     return StoredCheckpoint(checkpoint.tree_size, checkpoint.root_hash, text, None, "")

@@ -28,12 +28,15 @@ LOOKAHEAD = 256
 #: Verified hashes kept by index, to see what an out-of-place record links to.
 RECENT = 4096
 
-EDITED = "audit-record-edited"
-MISSING = "audit-record-missing"
-INSERTED = "audit-record-inserted"
-REORDERED = "audit-records-reordered"
-TRUNCATED = "audit-truncated"
-MISMATCH = "audit-checkpoint-mismatch"
+EDITED_CODE = "audit-record-edited"
+MISSING_CODE = "audit-record-missing"
+INSERTED_CODE = "audit-record-inserted"
+REORDERED_CODE = "audit-records-reordered"
+TRUNCATED_CODE = "audit-truncated"
+MISMATCH_CODE = "audit-checkpoint-mismatch"
+#: The short names the store's PostgreSQL tests import.
+EDITED, MISSING, INSERTED = EDITED_CODE, MISSING_CODE, INSERTED_CODE
+REORDERED, TRUNCATED, MISMATCH = REORDERED_CODE, TRUNCATED_CODE, MISMATCH_CODE
 
 
 class AuditBrokenError(AuditIntegrityError):
@@ -152,7 +155,7 @@ class _Scan:
         stored = f" (stored at index {record.index})" if record.index != e else ""
         if bi is None:
             return AuditBrokenError(f"audit record {e}{stored}: its body holds no integer index "
-                               "(edited)", code=EDITED, index=e)  # fmt: skip
+                               "(edited)", code=EDITED_CODE, index=e)  # fmt: skip
         window = self._window()
         if bi > e:
             later = next((w for w in window if _body_index(w) == e), None)
@@ -162,7 +165,7 @@ class _Scan:
                     f"audit record {e}: missing: {gap} not in the log, record {bi} follows "
                     f"record {e - 1} (deleted)" if e else f"audit record 0: missing: {gap} not "
                     f"in the log, it starts at record {bi} (deleted)",
-                    code=MISSING, index=e,
+                    code=MISSING_CODE, index=e,
                 )  # fmt: skip
             linked = record.prev_hash in {w.hash for w in window} or record.hash in {
                 w.prev_hash for w in window
@@ -171,19 +174,19 @@ class _Scan:
                 return AuditBrokenError(
                     f"audit record {e}: records reordered: record {bi} stands where record {e} "
                     f"should, and record {e} comes later",
-                    code=REORDERED, index=e,
+                    code=REORDERED_CODE, index=e,
                 )  # fmt: skip
             return AuditBrokenError(
                 f"audit record {e}: inserted: a record claiming index {bi}{stored} stands "
                 f"before record {e} and links into no part of the chain",
-                code=INSERTED, index=e,
+                code=INSERTED_CODE, index=e,
             )  # fmt: skip
         if bi < e:
             if own_ok and record.hash == self.hash_at.get(bi):
                 return AuditBrokenError(
                     f"audit record {e}: inserted: a copy of record {bi} stands at position "
                     f"{e}{stored}, after record {e - 1}",
-                    code=INSERTED, index=e,
+                    code=INSERTED_CODE, index=e,
                 )  # fmt: skip
             if own_ok and record.prev_hash == self._linked_hash(bi):
                 extra = f"record {bi} was" if e == bi + 1 else f"records {bi}..{e - 1} were"
@@ -192,12 +195,12 @@ class _Scan:
                     f"with index {bi} comes at position {e}{stored}, so {extra} put in before "
                     "it" if bi else f"audit record 0: inserted: the record that starts the "
                     f"chain comes at position {e}{stored}, so {extra} put in before it",
-                    code=INSERTED, index=bi,
+                    code=INSERTED_CODE, index=bi,
                 )  # fmt: skip
             return AuditBrokenError(
                 f"audit record {bi}: records reordered: record {bi} comes again at position "
                 f"{e}{stored}, after record {e - 1} (moved, or a copy inserted)",
-                code=REORDERED, index=bi,
+                code=REORDERED_CODE, index=bi,
             )  # fmt: skip
         # the body's index is right
         if not own_ok:
@@ -211,32 +214,32 @@ class _Scan:
                 return AuditBrokenError(
                     f"audit record {e}: inserted: a second record with index {e} that does not "
                     f"match its own hash stands before the real record {e}",
-                    code=INSERTED, index=e,
+                    code=INSERTED_CODE, index=e,
                 )  # fmt: skip
             return AuditBrokenError(
                 f"audit record {e}{stored}: edited: its content does not match its hash",
-                code=EDITED, index=e,
+                code=EDITED_CODE, index=e,
             )  # fmt: skip
         if record.prev_hash != self.prev:
             if record.prev_hash in {w.hash for w in window}:
                 return AuditBrokenError(
                     f"audit record {e}: records reordered: it links onto a record that comes "
                     "after it",
-                    code=REORDERED, index=e,
+                    code=REORDERED_CODE, index=e,
                 )  # fmt: skip
             if e == 0:
                 return AuditBrokenError("audit record 0: edited: its prev_hash is not the genesis "
-                                   "(32 zero bytes)", code=EDITED, index=0)  # fmt: skip
+                                   "(32 zero bytes)", code=EDITED_CODE, index=0)  # fmt: skip
             return AuditBrokenError(
                 f"audit record {e - 1}: edited: record {e}'s prev_hash is not record {e - 1}'s "
                 f"hash, so record {e - 1} was edited and re-hashed, or record {e}'s link was "
                 "rewritten",
-                code=EDITED, index=e - 1,
+                code=EDITED_CODE, index=e - 1,
             )  # fmt: skip
         return AuditBrokenError(
             f"audit record {e}: edited: stored at index {record.index}, but its hashed body "
             f"says {e}",
-            code=EDITED, index=e,
+            code=EDITED_CODE, index=e,
         )  # fmt: skip
 
 
@@ -291,7 +294,7 @@ def verify_log(
                 f"audit record {count}: truncated: {each.where} covers {size} records, the log "
                 f"holds {count}: records {count}..{size - 1} were removed (a cut tail, or the "
                 "checkpoint is another log's)",
-                code=TRUNCATED, index=count,
+                code=TRUNCATED_CODE, index=count,
             )  # fmt: skip
         if scan.roots[size] != checkpoint.root_hash:
             below = f"; checkpoints up to size {matched} match" if matched else ""
@@ -299,7 +302,7 @@ def verify_log(
                 f"{each.where}: its root is not the root of records 0..{size - 1}: the history "
                 f"was rewritten (re-chained) after it was signed, or it is another log's "
                 f"checkpoint{below}",
-                code=MISMATCH, index=None,
+                code=MISMATCH_CODE, index=None,
             )  # fmt: skip
         matched = size
     report = AuditReport(
