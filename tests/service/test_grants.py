@@ -423,3 +423,14 @@ def test_a_case_variant_of_a_risky_event_is_still_refused(
 ) -> None:
     job = github_job(oidc, verifier, event_name="Pull_Request_Target")
     assert denied(key(github_grant(), release=True), job).field == "event_name"
+
+
+def test_an_unprotected_github_ref_is_denied(oidc: OidcIssuer, verifier: TokenVerifier) -> None:
+    grant = github_grant(claims=(*github_grant().claims, m("ref_protected", "true")))
+    assert match_grant(key(grant), github_job(oidc, verifier)) is grant
+    error = denied(key(grant), github_job(oidc, verifier, ref_protected="false"))
+    assert "claim ref_protected is 'false', the grant wants 'true'" in error.message
+    assert (
+        "claim ref_protected is missing"
+        in denied(key(grant), github_job(oidc, verifier, ref_protected=None)).message
+    )

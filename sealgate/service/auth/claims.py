@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from sealgate.service.config import Provider
 from sealgate.service.errors import AuthError
 
+#: `ref_protected` is not in DESIGN §6's GitHub list, but GitHub sends it and a grant may want
+#: branch protection as well as the ref's name.
 GITHUB_CLAIMS = frozenset(
     {"repository", "repository_id", "repository_owner", "repository_owner_id", "ref", "ref_type",
-     "event_name", "environment", "job_workflow_ref", "job_workflow_sha", "workflow_ref",
-     "runner_environment", "actor_id"}
+     "ref_protected", "event_name", "environment", "job_workflow_ref", "job_workflow_sha",
+     "workflow_ref", "runner_environment", "actor_id"}
 )  # fmt: skip
 #: `pipeline_source` is not in DESIGN §6's list: a release key needs it to refuse merge-request
 #: pipelines (GitLab's equivalent of pull_request_target).
