@@ -426,9 +426,8 @@ def check_response(
         try:
             cert, scheme, token = verify_returned(der, ours, trust, label)
         except SignerError as exc:
-            raise ServiceSignatureError(
-                f"{exc.message}; nothing was written", code=exc.code
-            ) from None
+            message = exc.message if exc.message.startswith(label) else f"{label}: {exc.message}"
+            raise ServiceSignatureError(f"{message}; nothing was written", code=exc.code) from None
         if certificate is None:
             certificate = cert
         elif cert != certificate:
