@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -43,7 +44,7 @@ class TokenEndpoint:
     request_token: str = "ghs_request_token_0123456789"
     mint: Callable[[str], str] = fake_jwt
     answer: Callable[[str], tuple[int, bytes]] | None = None
-    seen: list[dict[str, object]] = field(default_factory=list)
+    seen: list[dict[str, Any]] = field(default_factory=list)
     minted: list[str] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
