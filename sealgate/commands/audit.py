@@ -241,7 +241,7 @@ def _receipt(path: Path) -> tuple[int, AuditRecord]:
                                 field="receipt")  # fmt: skip
     record = records[0]
     index, hash_text = document["index"], document["hash"]
-    if not isinstance(index, int) or not isinstance(hash_text, str):
+    if not isinstance(index, int) or isinstance(index, bool) or not isinstance(hash_text, str):
         raise ExportFormatError(f"{where}: index or hash of the wrong type", code="bad-input",
                                 field="receipt")  # fmt: skip
     if not (index == record.index == record.body.get("index")):
@@ -299,7 +299,10 @@ def _proof_hashes(document: Any, where: str) -> tuple[int, int, bytes, list[byte
         index, size = document["index"], document["tree_size"]
         record_hash = bytes.fromhex(document["record_hash"])
         proof = [bytes.fromhex(p) for p in document["proof"]]
-        if not isinstance(index, int) or not isinstance(size, int) or len(proof) > 64:
+        if (
+            any(not isinstance(v, int) or isinstance(v, bool) for v in (index, size))
+            or len(proof) > 64
+        ):
             raise TypeError
     except (KeyError, TypeError, ValueError):
         raise SealgateError(f"{where}: not an inclusion proof (index, tree_size, record_hash, "

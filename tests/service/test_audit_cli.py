@@ -235,6 +235,11 @@ def test_inputs_that_are_not_an_audit_log_are_usage_errors(
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_text("".join(_lines(audited.export)[:2]) + "{not json\n")
     failed(cli(capsys, "verify", "--export", garbage), 2, "bad-audit-export", "line 3: not a JSON")
+    garbage.write_text("[" * 100_000 + "\n")  # deep enough to exhaust a recursive parser
+    failed(cli(capsys, "verify", "--export", garbage), 2, "bad-audit-export", "line 1: not a JSON")
+    garbage.write_text('{"index": true, "prev_hash": "00", "hash": "00"}\n')
+    failed(cli(capsys, "verify", "--export", garbage), 2, "bad-audit-export",
+           "line 1: not an audit record (no non-negative integer index)")  # fmt: skip
     failed(cli(capsys, "verify", "--export", audited.export, "--vkey", "log+1234+AQ=="), 2,
            "bad-vkey", "not 8 hex digits")  # fmt: skip
     failed(cli(capsys, "verify", "--export", Path("/dev/zero")), 2, "not-a-file",
@@ -344,6 +349,12 @@ def test_prove_refuses_receipts_proofs_and_checkpoints_that_do_not_fit(
     failed(cli(capsys, "prove", signed.receipt, "--checkpoint", signed.checkpoint, "--proof", fake,
                  "--vkey", signed.vkey), 1, "audit-not-included",
            "is for record 1 in a tree of 2, not record 1 in the checkpoint's 3")  # fmt: skip
+    # a proof whose index is JSON true (1 in Python): not an index
+    document = json.loads(signed.proof.read_text())
+    document["index"] = True
+    fake.write_text(json.dumps(document))
+    failed(cli(capsys, "prove", signed.receipt, "--checkpoint", signed.checkpoint, "--proof", fake,
+               "--vkey", signed.vkey), 2, "bad-input", "not an inclusion proof")  # fmt: skip
     # a proof with one hash changed
     document = json.loads(signed.proof.read_text())
     document["proof"][0] = "00" * 32

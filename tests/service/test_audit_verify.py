@@ -22,6 +22,8 @@ from typing import Any, cast
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sealgate.service.audit import merkle, proofs
 from sealgate.service.audit.checkpoint import (
@@ -315,6 +317,65 @@ def test_forged_checkpoints_are_refused_before_any_root_is_trusted() -> None:
         assert (caught.value.code, expected[name][1] in caught.value.message) == (
             expected[name][0], True), (name, caught.value.message)  # fmt: skip
     verify_log(records, [good], note_verifier=verifier_of(key))
+
+
+def test_a_forked_checkpoint_and_a_second_bad_signature_are_caught() -> None:
+    """The key holder signs two trees of one size (a fork): the records match one at most. A
+    note with our good signature and a second, bad one by our key is refused whole."""
+    key = soft_key()
+    records = chain(6)
+    fork = rechain(records, 2)
+    with pytest.raises(AuditIntegrityError) as caught:
+        verify_log(records, [signed(records, key), signed(fork, key)],
+                   note_verifier=verifier_of(key))  # fmt: skip
+    assert caught.value.code == "audit-checkpoint-mismatch"
+    good = signed(records, key)
+    verifier = verifier_of(key)
+    bad_line = base64.b64encode(verifier.key_id + bytes(64)).decode()
+    doubled = good.note + f"{EM_DASH} {ORIGIN} {bad_line}\n"
+    with pytest.raises(AuditIntegrityError, match="does not verify"):
+        verify_log(records, [replace(good, note=doubled)], note_verifier=verifier)
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_no_single_tampering_passes_a_checkpoint_of_the_whole_log(data: st.DataObject) -> None:
+    """Any one edit, re-hashed edit, deletion, insertion, swap or move of a log of 2..40
+    records is refused; when a record is blamed, it is the first position touched."""
+    size = data.draw(st.integers(2, 40), label="size")
+    records = chain(size)
+    checkpoint = signed(records, PROPERTY_KEY)
+    verify_log(records, [checkpoint], note_verifier=PROPERTY_VERIFIER)
+    kind = data.draw(st.sampled_from(["edit", "rehash", "delete", "insert", "swap", "move"]))
+    at = data.draw(st.integers(0, size - 1), label="at")
+    tampered = list(records)
+    first = at
+    if kind == "edit":
+        r = tampered[at]
+        tampered[at] = AuditRecord(at, {**r.body, "reason": "x"}, r.prev_hash, r.hash)
+    elif kind == "rehash":
+        tampered[at] = AuditRecord.seal(new(at, reason="x"), at, tampered[at].prev_hash)
+    elif kind == "delete":
+        del tampered[at]
+    elif kind == "insert":
+        prev = tampered[at - 1].hash if at else GENESIS
+        tampered.insert(at, AuditRecord.seal(new(at, request_id="forged"), at, prev))
+    else:
+        other = data.draw(st.integers(0, size - 1).filter(lambda i: i != at), label="other")
+        first = min(at, other)
+        if kind == "swap":
+            tampered[at], tampered[other] = tampered[other], tampered[at]
+        else:
+            tampered.insert(other, tampered.pop(at))
+    with pytest.raises(AuditIntegrityError) as caught:
+        verify_log(tampered, [checkpoint], note_verifier=PROPERTY_VERIFIER)
+    blamed = getattr(caught.value, "index", None)
+    assert blamed is None or blamed == first, (kind, at, caught.value.message)
+
+
+PROPERTY_KEY = soft_key()
+PROPERTY_VERIFIER = verifier_of(PROPERTY_KEY)
 
 
 # -- the note format --------------------------------------------------------------------------
