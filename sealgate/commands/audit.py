@@ -142,8 +142,24 @@ def read_checkpoint_dir(folder: Path) -> list[KeptCheckpoint]:
 
 
 def _open_db(url: str) -> Any:
+    """The store at `url`; a SQLite file must exist already (opening would create an empty
+    log, and a mistyped path would then "verify")."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     from sealgate.service.store import open_store  # the SQL stack only when a database is read
 
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        parsed = None
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database:
+        path = Path(parsed.database)
+        if not path.exists():
+            raise ConfigError(f"--db {path}: no such file (an audit reads a log, never makes one)",
+                              code="file-missing", field="db")  # fmt: skip
+        if not path.is_file():
+            raise ConfigError(f"--db {path}: not a regular file", code="not-a-file", field="db")
     return open_store(url)
 
 

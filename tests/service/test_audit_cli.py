@@ -232,6 +232,11 @@ def test_inputs_that_are_not_an_audit_log_are_usage_errors(
 ) -> None:
     failed(cli(capsys, "verify", "--export", tmp_path / "none.jsonl"), 2, "file-missing",
            "--export")  # fmt: skip
+    failed(cli(capsys, "verify", "--db", f"sqlite:///{tmp_path / 'typo.db'}"), 2, "file-missing",
+           "an audit reads a log, never makes one")  # fmt: skip
+    assert not (tmp_path / "typo.db").exists()
+    failed(cli(capsys, "export", "--db", f"sqlite:///{tmp_path}"), 2, "not-a-file",
+           "not a regular file")  # fmt: skip
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_text("".join(_lines(audited.export)[:2]) + "{not json\n")
     failed(cli(capsys, "verify", "--export", garbage), 2, "bad-audit-export", "line 3: not a JSON")
