@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     host, port = server.parse_listen(args.listen or config.listen)
     db_url = args.db or config.database
+    if _findings(config):  # a grant --check refuses is never served either
+        return 2
     if args.check:
         return _check(args.config, config, db_url)
     options = server.ServeOptions(host, port, args.tls_cert, args.tls_key, args.workers)
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     def ready() -> None:
         print(f"sealgate serve: listening on {scheme}://{shown}:{port}, "
-              f"{len(config.keys)} key(s), database {redact_url(db_url)}",
+              f"{len(config.keys)} key(s), database {_shown(db_url)}",
               file=sys.stderr, flush=True)  # fmt: skip
 
     if args.workers > 1:
@@ -83,21 +85,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(path: Path, config: ServiceConfig, db_url: str) -> int:
-    """`--check`: the grants' findings (exit 2, one line each), then open the store, every key
-    and the audit key once (exit 2/3 on failure) and close them without writing anything."""
-    from sealgate.service import grants, server
+def _shown(url: str) -> str:
+    """A database URL as it may be shown: credentials removed (a SQLite path has none)."""
+    return url if url.startswith("sqlite:") else redact_url(url)
+
+
+def _findings(config: ServiceConfig) -> list[str]:
+    """The grants that do not pin enough, each printed as one error line naming file and line."""
+    from sealgate.service import grants
 
     findings = grants.check_config(config)
     for finding in findings:
         print(f"sealgate: error: [{CHECK_CODE}] {finding}", file=sys.stderr)
-    if findings:
-        return 2
+    return findings
+
+
+def _check(path: Path, config: ServiceConfig, db_url: str) -> int:
+    """`--check` past the grants' findings: open the store, every key and the audit key once
+    (exit 2/3 on failure) and close them without writing a record or a checkpoint."""
+    from sealgate.service import server
+
     service = server.open_service(config, db_url, start=False)
     try:
         print(f"serve --check: {service.checkpointer.describe()}")
     finally:
         service.close(final_checkpoint=False)
     print(f"serve --check: {path}: {len(config.keys)} key(s) opened, {len(config.issuers)} "
-          f"issuer(s), database {redact_url(db_url)}: ok")  # fmt: skip
+          f"issuer(s), database {_shown(db_url)}: ok")  # fmt: skip
     return 0

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -312,9 +313,8 @@ class ServiceProcess:
         self.process.wait(timeout=10)
 
 
-def serve_command(config_path: Path, *extra: str | Path) -> list[str]:
-    return [sys.executable, "-m", "sealgate", "serve", "--config", str(config_path),
-            *map(str, extra)]  # fmt: skip
+def serve_command(*arguments: str | Path) -> list[str]:
+    return [sys.executable, "-m", "sealgate", "serve", *map(str, arguments)]
 
 
 @contextmanager
@@ -341,7 +341,7 @@ def start_service(
     environment = dict(os.environ if env is None else env)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            serve_command(config_path, *arguments), stdout=log, stderr=subprocess.STDOUT,
+            serve_command("--config", config_path, *arguments), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=environment,
         )  # fmt: skip
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
@@ -358,7 +358,7 @@ def start_service(
 
 def _wait_answering(running: ServiceProcess, ca_file: Path | None, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    verify: Any = str(ca_file) if ca_file is not None else True
+    verify: Any = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
     while time.monotonic() < deadline:
         if running.process.poll() is not None:
             raise RuntimeError(
