@@ -730,6 +730,31 @@ def test_the_checkpointer_counts_records_runs_on_a_timer_and_writes_one_at_stop(
         store.close()
 
 
+def test_a_failed_export_keeps_the_checkpoint_and_the_thread(
+    tmp_path: Path, note_key: NoteKey
+) -> None:
+    """export_dir gone: the checkpoint is in the database, the failure is typed and kept for
+    /v1/health, and the thread lives on for the next one."""
+    store = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        audit = AuditConfig(key_uri="x", origin=ORIGIN, checkpoint_every=1,
+                            checkpoint_interval=3600, export_dir=tmp_path / "gone")  # fmt: skip
+        keeper = Checkpointer(store, audit, note_key)
+        keeper.start()
+        store.append(new(0))
+        keeper.record_appended()
+        _wait_for(lambda: keeper.last_error is not None, "the failed export")
+        error = keeper.last_error
+        assert error is not None and error.code == "checkpoint-export-failed"
+        assert f"audit.export_dir {tmp_path / 'gone'}: cannot write the checkpoint" in error.message
+        assert [c.tree_size for c in store.checkpoints()] == [1]
+        assert keeper._thread is not None and keeper._thread.is_alive()
+        assert keeper.stop(final=False) is None
+        assert keeper._thread is None and [c.tree_size for c in store.checkpoints()] == [1]
+    finally:
+        store.close()
+
+
 def test_without_an_audit_key_no_checkpoint_is_written_and_check_says_so(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'a.db'}")
     try:

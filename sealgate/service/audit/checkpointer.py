@@ -131,15 +131,20 @@ class Checkpointer:
             except ServiceError as exc:  # the next trigger tries again; the log says why
                 self.last_error = exc
                 log.warning("audit checkpoint failed: [%s] %s", exc.code, exc.message)
+            except Exception as exc:  # a bug or an unwrapped driver error must not end the thread
+                self.last_error = ServiceError(f"audit checkpoint failed: {exc!r}"[:500],
+                                               status=503, code="internal-error", exit_code=3)  # fmt: skip
+                log.exception("audit checkpoint failed")
 
-    def stop(self) -> StoredCheckpoint | None:
-        """Stop the thread and write the final checkpoint (when there is anything new)."""
+    def stop(self, *, final: bool = True) -> StoredCheckpoint | None:
+        """Stop the thread and write the final checkpoint (when there is anything new; never
+        with `final=False`, as `serve --check` closes)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self.note_key is None:
+        if self.note_key is None or not final:
             return None
         return self.checkpoint()
 
