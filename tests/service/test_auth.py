@@ -12,6 +12,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sealgate.service.auth.identity import Identity
 from sealgate.service.auth.jwks import JwksCache
@@ -191,6 +193,12 @@ def test_each_required_claim_is_required(oidc: OidcIssuer, claim: str) -> None:
     code = "token-issuer" if claim == "iss" else "token-claim-missing"
     error = refused(verifier, token, code)
     assert error.field == claim
+
+
+@pytest.mark.parametrize("exp", [10**12, 2**63, 10**30, 1e300])
+def test_an_absurd_exp_is_refused_not_a_crash(oidc: OidcIssuer, exp: float) -> None:
+    token = oidc.mint({**github_claims(), "exp": exp})
+    assert "not a usable time" in refused(verifier_for(oidc), token, "token-malformed").message
 
 
 @pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
@@ -510,3 +518,57 @@ def test_warming_reads_every_issuer_and_reports_the_ones_down(oidc: OidcIssuer) 
         # warmed: the first token needs no fetch of its own
         assert verifier.verify(oidc.mint(github_claims())).jti
         assert oidc.request_count("jwks") == 1
+
+
+# --- hypothesis: whatever a signed token says, the answer is a typed refusal or an Identity ----
+NOW = int(time.time())
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+#: times near now, far in the future (past what a datetime holds), or any JSON at all
+TIME = st.integers(NOW - 2000, NOW + 2000) | st.integers(NOW, 2**70) | st.floats(0) | JSON
+#: one or two claims changed at a time, so that each hostile value gets past the others
+CHANGES = st.lists(
+    st.tuples(st.sampled_from(["exp", "iat", "nbf"]), TIME)
+    | st.tuples(
+        st.sampled_from(["jti", "aud", "iss", "ref", "repository_id", "event_name",
+                         "runner_environment", "sub"]),
+        JSON,
+    ),
+    min_size=1, max_size=2,
+).map(dict)  # fmt: skip
+HEADERS = st.dictionaries(
+    st.sampled_from(["typ", "kid", "alg", "cty", "x5t", "zip"]), JSON, max_size=2
+)
+FUZZ = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@FUZZ
+@given(changes=CHANGES, headers=HEADERS)
+def test_any_signed_claims_give_an_identity_or_a_typed_refusal(
+    oidc: OidcIssuer, changes: dict[str, Any], headers: dict[str, Any]
+) -> None:
+    try:
+        token = oidc.mint({**github_claims(), **changes}, headers=headers)
+    except (TypeError, ValueError, KeyError, NotImplementedError):
+        return  # the test issuer itself cannot sign that header (alg not a string...)
+    try:
+        identity = verifier_for(oidc).verify(token)
+    except AuthError as exc:
+        assert exc.status in {401, 503} and exc.code.startswith(("token-", "jwks-"))
+        assert token not in exc.message
+        return
+    assert all(isinstance(v, str) for v in identity.claims.values())
+    assert identity.expires_at is not None and identity.issued_at is not None
+
+
+@FUZZ
+@given(st.text(max_size=300) | st.binary(max_size=300).map(lambda b: b.decode("latin-1")))
+def test_any_bearer_string_is_a_typed_refusal(oidc: OidcIssuer, token: str) -> None:
+    with pytest.raises(AuthError):
+        verifier_for(oidc).verify(token)

@@ -257,6 +257,13 @@ class TokenVerifier:
                 raise AuthError(
                     f"{where}: claim {name} is not a number", code="token-malformed", field=name
                 )
+            try:
+                dt.datetime.fromtimestamp(value, dt.UTC)
+            except (OverflowError, ValueError, OSError):
+                raise AuthError(
+                    f"{where}: claim {name} is not a usable time", code="token-malformed",
+                    field=name,
+                ) from None  # fmt: skip
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti.strip() or len(jti) > MAX_JTI:
             raise AuthError(
