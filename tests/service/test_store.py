@@ -184,7 +184,8 @@ def queued_appends(
             outcomes[i] = error
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    assert store._writer.acquire(timeout=5)
+    with store._turn:
+        store._writing = True  # as if another thread were writing
     try:
         for thread in threads:
             thread.start()
@@ -193,7 +194,9 @@ def queued_appends(
             time.sleep(0.005)
         assert len(store._queue) == len(jobs)
     finally:
-        store._writer.release()
+        with store._turn:
+            store._writing = False
+            store._turn.notify_all()
     for thread in threads:
         thread.join(timeout=30)
     sa.event.remove(store.engine, "commit", count)
@@ -233,6 +236,26 @@ def test_a_queued_append_the_database_refuses_sinks_no_other(store: SqlStore) ->
     assert all(store.jti_used("iss", f"j{n}") for n in (0, 1, 3, 4, 5))
     assert store.size() == 5
     assert_chain(list(store.records()))
+
+
+def test_an_append_that_gets_no_write_turn_in_time_is_withdrawn_as_a_503(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sql, "LOCK_TIMEOUT_MS", 200)
+    with store._turn:
+        store._writing = True  # a writer that never finishes
+    try:
+        with pytest.raises(StoreUnavailableError) as caught:
+            store.append(new(0), jti=("iss", "late"))
+        assert "no write turn within 200 ms" in caught.value.message
+        assert store._queue == []  # withdrawn: no later batch writes it behind the caller's back
+    finally:
+        with store._turn:
+            store._writing = False
+            store._turn.notify_all()
+    assert store.size() == 0
+    assert not store.jti_used("iss", "late")
+    assert store.append(new(0), jti=("iss", "late")).index == 0  # control
 
 
 def test_signatures_are_kept_with_their_record_in_order(store: SqlStore) -> None:

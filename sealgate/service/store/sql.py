@@ -71,10 +71,10 @@ _INSERT_SIGNATURE = schema.signatures.insert()
 _INSERT_TOKEN = {
     "sqlite": sqlite.insert(schema.used_tokens)
     .on_conflict_do_nothing()
-    .returning(schema.used_tokens.c.jti),
+    .returning(schema.used_tokens.c.issuer, schema.used_tokens.c.jti),
     "postgresql": postgresql.insert(schema.used_tokens)
     .on_conflict_do_nothing()
-    .returning(schema.used_tokens.c.jti),
+    .returning(schema.used_tokens.c.issuer, schema.used_tokens.c.jti),
 }
 
 
@@ -214,7 +214,6 @@ def _open_postgres(url: URL) -> SqlStore:
         pool_size=16,
         max_overflow=48,
         pool_timeout=LOCK_TIMEOUT_MS / 1000,
-        pool_pre_ping=True,
     )
 
     @event.listens_for(engine, "connect")
@@ -237,9 +236,9 @@ class SqlStore(Store):
         self._closed = threading.Event()
         # Threads of one process queue here (a quick hand-over) rather than in SQLite's busy
         # handler, which sleeps; the database lock still orders the processes.
-        self._writer = threading.Lock()
+        self._turn = threading.Condition()
+        self._writing = False
         self._queue: list[_Job] = []
-        self._queue_lock = threading.Lock()
         self._insert_token = _INSERT_TOKEN[self.dialect]
         try:
             self._migrate()
@@ -334,33 +333,35 @@ class SqlStore(Store):
                 field="jti",
             )
         job = _Job(new, jti, expires_at, tuple(signatures))
-        with self._queue_lock:
-            self._queue.append(job)
         deadline = time.monotonic() + LOCK_TIMEOUT_MS / 1000
-        while not job.done.is_set():
-            if self._writer.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                batch: list[_Job] = []
-                try:
-                    if not job.done.is_set():
-                        with self._queue_lock:
-                            batch = self._queue[:MAX_BATCH]
-                            del self._queue[:MAX_BATCH]
-                        self._commit(batch)
-                finally:
-                    self._writer.release()
-                    for waiting in batch:  # never leave a thread waiting (an interrupt)
-                        if not waiting.done.is_set():
-                            waiting.finish(error=self._unavailable(RuntimeError("interrupted")))
-                continue
-            with self._queue_lock:
-                if job in self._queue:  # nobody took it: withdraw it, nothing was written
+        batch: list[_Job] | None = None
+        with self._turn:
+            self._queue.append(job)
+            while self._writing and not job.done.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0 and job in self._queue:  # nobody took it: nothing was written
                     self._queue.remove(job)
                     raise StoreUnavailableError(
                         f"store {self.where}: unavailable (no write turn within "
                         f"{LOCK_TIMEOUT_MS} ms); safe to retry",
                         field="db",
                     )
-            job.done.wait()  # a writer holds it: its outcome is on the way
+                self._turn.wait(max(left, 0.05))
+            if not job.done.is_set():  # the turn is free: write what has queued up
+                self._writing = True
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+        if batch is not None:
+            try:
+                self._commit(batch)
+            finally:
+                for waiting in batch:  # never leave a thread waiting (an interrupt)
+                    if not waiting.done.is_set():
+                        waiting.finish(error=self._unavailable(RuntimeError("interrupted")))
+                with self._turn:
+                    self._writing = False
+                    self._turn.notify_all()
+        job.done.wait()  # taken by another thread's batch when not in ours
         if job.error is not None:
             raise job.error
         assert job.record is not None  # noqa: S101 - done without an error means a record
@@ -402,8 +403,9 @@ class SqlStore(Store):
             last = connection.execute(_LAST_RECORD).first()
             index, prev_hash = (0, GENESIS) if last is None else (last.idx + 1, bytes(last.hash))
             first = index
+            spent = self._use_tokens(connection, batch)
             for job in batch:
-                if job.jti is not None and not self._use_token(connection, job):
+                if job in spent and job.jti is not None:
                     issuer, token_id = job.jti
                     outcomes.append(
                         ReplayedTokenError(
@@ -439,16 +441,28 @@ class SqlStore(Store):
                 )
         return outcomes
 
-    def _use_token(self, connection: Connection, job: _Job) -> bool:
-        """Consume the job's (issuer, jti); False if it was used before (in this batch too)."""
-        assert job.jti is not None  # noqa: S101 - called for jobs with a token only
-        issuer, token_id = job.jti
-        expires = None if job.expires_at is None else int(job.expires_at.timestamp())
-        result = connection.execute(
-            self._insert_token,
-            {"issuer": _column(issuer), "jti": _column(token_id), "expires_at": expires},
-        )
-        return result.first() is not None
+    def _use_tokens(self, connection: Connection, batch: Sequence[_Job]) -> set[_Job]:
+        """Consume the batch's (issuer, jti) pairs in one statement; the jobs whose pair was
+        used before (by an earlier request, or earlier in this batch) are returned."""
+        spent: set[_Job] = set()
+        wanted: dict[tuple[str, str], _Job] = {}
+        rows: list[dict[str, Any]] = []
+        for job in batch:
+            if job.jti is None:
+                continue
+            pair = (_column(job.jti[0]), _column(job.jti[1]))
+            if pair in wanted:
+                spent.add(job)
+                continue
+            wanted[pair] = job
+            expires = None if job.expires_at is None else int(job.expires_at.timestamp())
+            rows.append({"issuer": pair[0], "jti": pair[1], "expires_at": expires})
+        if rows:
+            inserted = {
+                (row.issuer, row.jti) for row in connection.execute(self._insert_token, rows)
+            }
+            spent.update(job for pair, job in wanted.items() if pair not in inserted)
+        return spent
 
     def jti_used(self, issuer: str, jti: str) -> bool:
         tokens = schema.used_tokens
