@@ -270,10 +270,16 @@ def _post(
                         f"{where}: the answer is larger than the {limit} bytes {len(request.artifacts)} "
                         "signature(s) can take; nothing was written"
                     ) from None
+                if exc.kind == "tls":  # the token was not sent: no verified peer to send it to
+                    raise SealgateError(
+                        f"{where}: {exc.reason}; the token was not sent, nothing was written",
+                        hint="give the CA of the service's certificate with --service-ca",
+                        code="service-tls",
+                    ) from None
                 raise SealgateError(
                     f"{where}: {exc.reason}; nothing was written",
                     code="service-unavailable",
-                    exit_code=3 if exc.kind != "tls" else 2,
+                    exit_code=3,
                 ) from None
             except HttpUnavailableError as exc:
                 if exc.last is not None and exc.last.status != 503:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime as dt
 import hashlib
+import ipaddress
 import json
 import os
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -24,7 +27,7 @@ from typing import Any
 import pytest
 from asn1crypto import cms as asn1cms
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -56,14 +59,16 @@ class FakeService:
     location: str = "http://127.0.0.2:1/v1/sign"
     server: ThreadingHTTPServer | None = None
 
+    scheme: str = "http"
+
     @property
     def url(self) -> str:
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
 
 
 @contextmanager
-def serve(service: FakeService) -> Iterator[FakeService]:
+def serve(service: FakeService, tls: ssl.SSLContext | None = None) -> Iterator[FakeService]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -85,6 +90,9 @@ def serve(service: FakeService) -> Iterator[FakeService]:
             pass
 
     service.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        service.server.socket = tls.wrap_socket(service.server.socket, server_side=True)
+        service.scheme = "https"
     thread = threading.Thread(target=service.server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -642,3 +650,52 @@ def test_a_certificate_of_our_ca_without_code_signing(
         _nothing_written(artifacts)
         control = _sign(service.url, artifacts)
     assert control.returncode == 0, control.stderr  # what --trust-roots is for
+
+
+def _tls_context(ca: LocalCA, folder: Path) -> ssl.SSLContext:
+    """A server certificate for 127.0.0.1 issued by `ca`, loaded into a server context."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca.root.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca.root_key, hashes.SHA256())
+    )
+    cert_pem = write_pem(folder / "server.pem", cert)
+    key_pem = folder / "server.key"  # a test-time TLS key for the local server, never committed
+    key_pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_pem, key_pem)
+    return context
+
+
+def test_https_service_is_verified_before_the_token_is_sent(
+    signing: Signing, artifacts: list[Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    ca = LocalCA(name="Service TLS Root")
+    folder = tmp_path_factory.mktemp("tls")
+    context = _tls_context(ca, folder)
+    ca_pem = write_pem(folder / "ca.pem", ca.root)
+    with serve(FakeService(signing.honest), tls=context) as service:
+        refused = _sign(service.url, artifacts)  # the system CAs do not know this one
+        _refused(refused, 2, "service-tls", "the token was not sent", "--service-ca")
+        assert service.requests == []
+        _nothing_written(artifacts)
+        result = _sign(service.url, artifacts, "--service-ca", ca_pem)
+    assert result.returncode == 0, result.stderr
+    assert len(service.requests) == 1
