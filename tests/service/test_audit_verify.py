@@ -794,6 +794,33 @@ def test_the_checkpointer_describes_itself_and_refuses_a_gap(
         store.close()
 
 
+def test_a_restarted_checkpointer_refuses_to_sign_over_a_rewritten_history(log: Log) -> None:
+    """Records re-chained while the service was down: its next checkpoint would bless them."""
+    records = list(log.store.records())
+    rewritten = rechain(records, 2)
+    log.sql(*[("UPDATE audit_records SET body = ?, prev_hash = ?, hash = ? WHERE idx = ?",
+               (canonical(r.body).decode(), r.prev_hash, r.hash, r.index))
+              for r in rewritten[2:]])  # fmt: skip
+    log.store.append(new(12))
+    restarted = Checkpointer(log.store, replace(log.audit, export_dir=None), log.key)
+    with pytest.raises(AuditIntegrityError) as caught:
+        restarted.checkpoint()
+    assert caught.value.code == "audit-checkpoint-mismatch"
+    assert "records 0..11 no longer match the checkpoint of size 12 signed before" in (
+        caught.value.message
+    )
+    assert [c.tree_size for c in log.store.checkpoints()] == [5, 12]
+    # the control: an honest restart extends the log's own tree
+    (log.path.parent / "honest").mkdir()
+    honest = Log(log.path.parent / "honest", log.key, log.audit)
+    try:
+        honest.store.append(new(12))
+        again = Checkpointer(honest.store, honest.audit, log.key).checkpoint()
+        assert again is not None and again.tree_size == 13
+    finally:
+        honest.store.close()
+
+
 def test_an_unusable_audit_key_type_fails_at_start(tmp_path: Path, hsm: HsmFixture) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'a.db'}")
     p384 = NoteKey(hsm.uri("ec384"))

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sealgate.service.audit.checkpoint import (
+    MISMATCH_CODE,
     Checkpoint,
     checkpoint_json,
     make_checkpoint,
@@ -82,6 +83,7 @@ class Checkpointer:
         self._pending = 0
         self._frontier = Frontier()
         self.last_size: int | None = None
+        self._anchor: StoredCheckpoint | None = None
         #: The last failure of the background thread (TSA or store down), for /v1/health.
         self.last_error: ServiceError | None = None
         if note_key is not None:
@@ -156,11 +158,14 @@ class Checkpointer:
             if self.last_size is None:
                 latest = self.store.latest_checkpoint()
                 self.last_size = -1 if latest is None else latest.tree_size
+                self._anchor = latest
             size = self.store.size()
             if size == self.last_size and not force:
                 return None
             if size < self._frontier.size:  # never shrinks; a store that did is verify's case
                 self._frontier = Frontier()
+            if self._frontier.size == 0:
+                self._check_anchor(size)
             self._frontier.extend(self.store.record_hashes(self._frontier.size, size))
             if self._frontier.size != size:  # a gap in the stored indexes: never sign it
                 missing = self._frontier.size
@@ -182,6 +187,25 @@ class Checkpointer:
             if self.audit.export_dir is not None:
                 self._export(stored, self.audit.export_dir)
             return stored
+
+    def _check_anchor(self, size: int) -> None:
+        """A log never signs a tree inconsistent with one it signed before: the first checkpoint
+        of this process recomputes the last stored one's root, so records rewritten while the
+        service was down are refused, not signed over."""
+        anchor = self._anchor
+        if anchor is None or not 0 < anchor.tree_size <= size:
+            return
+        self._frontier.extend(self.store.record_hashes(0, anchor.tree_size))
+        if self._frontier.size == anchor.tree_size and self._frontier.root() == anchor.root_hash:
+            return
+        self._frontier = Frontier()
+        raise AuditIntegrityError(
+            f"audit log: records 0..{anchor.tree_size - 1} no longer match the checkpoint of "
+            f"size {anchor.tree_size} signed before: no checkpoint signed over a rewritten "
+            "history (run `sealgate audit verify`)",
+            code=MISMATCH_CODE,
+            field="checkpoint",
+        )
 
     def _stamper(self) -> Callable[[bytes], bytes] | None:
         settings = self._tsa
