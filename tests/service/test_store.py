@@ -383,6 +383,36 @@ def test_the_migrations_build_exactly_the_tables_the_queries_use(store: SqlStore
     assert differences == []
 
 
+def test_a_reader_opening_without_create_changes_nothing_and_refuses_an_empty_database(
+    store_url: str, tmp_path: Path
+) -> None:
+    """`audit verify` must not make (and then verify) an empty log where a typo points."""
+    with pytest.raises(ServiceConfigError) as caught:
+        open_store(store_url, create=False)
+    assert caught.value.code == "store-empty"
+    assert caught.value.exit_code == 2
+    assert "reading a log never makes one" in caught.value.message
+    assert not (tmp_path / "audit.db").exists()
+    writer = open_store(store_url)
+    try:
+        record = writer.append(new(0))
+    finally:
+        writer.close()
+    reader = open_store(store_url, create=False)
+    try:
+        assert list(reader.records()) == [record]
+    finally:
+        reader.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '0000_older'"))
+    engine.dispose()
+    with pytest.raises(ServiceConfigError) as other:
+        open_store(store_url, create=False)
+    assert other.value.code == "store-foreign-schema"
+    assert "schema version 0000_older" in other.value.message
+
+
 def test_a_database_holding_someone_elses_tables_is_refused_by_name(store_url: str) -> None:
     engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as connection:

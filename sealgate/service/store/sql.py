@@ -21,6 +21,8 @@ from typing import Any, TypeVar, overload
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql, sqlite
@@ -101,9 +103,12 @@ class _Job:
         self.done.set()
 
 
-def open_store(url: str) -> SqlStore:
+def open_store(url: str, *, create: bool = True) -> SqlStore:
     """Open (and migrate) the store at `url`: `sqlite:///PATH[?synchronous=full|normal]` or
-    `postgresql://...` (psycopg 3). Unknown schemes and in-memory SQLite are refused."""
+    `postgresql://...` (psycopg 3). Unknown schemes and in-memory SQLite are refused.
+
+    `create=False` (for readers such as `audit verify`) changes nothing: a database that holds
+    no store, or one at another schema version, is refused instead of made or migrated."""
     try:
         parsed = make_url(url)
     except (exc.ArgumentError, ValueError) as error:
@@ -112,9 +117,9 @@ def open_store(url: str) -> SqlStore:
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _open_sqlite(parsed)
+        return _open_sqlite(parsed, create)
     if backend in ("postgresql", "postgres"):
-        return _open_postgres(parsed)
+        return _open_postgres(parsed, create)
     raise ServiceConfigError(
         f"store URL {parsed.render_as_string(hide_password=True)}: the scheme {backend!r} is not "
         "supported (sqlite:///PATH or postgresql://...)",
@@ -123,7 +128,7 @@ def open_store(url: str) -> SqlStore:
     )
 
 
-def _open_sqlite(url: URL) -> SqlStore:
+def _open_sqlite(url: URL, create: bool) -> SqlStore:
     if url.drivername not in ("sqlite", "sqlite+pysqlite"):
         raise ServiceConfigError(
             f"store URL {url}: use sqlite:///PATH (driver {url.drivername!r} is not supported)",
@@ -156,6 +161,12 @@ def _open_sqlite(url: URL) -> SqlStore:
     try:
         info = path.stat()
     except FileNotFoundError:
+        if not create:
+            raise ServiceConfigError(
+                f"store {path}: no such file (reading a log never makes one)",
+                code="store-empty",
+                field="db",
+            ) from None
         if not path.parent.is_dir():
             raise ServiceConfigError(
                 f"store {path}: the folder {path.parent} does not exist",
@@ -197,10 +208,10 @@ def _open_sqlite(url: URL) -> SqlStore:
         writer = connection.get_execution_options().get("sealgate_writer", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
-    return SqlStore(engine, str(path), synchronous=synchronous)
+    return SqlStore(engine, str(path), synchronous=synchronous, create=create)
 
 
-def _open_postgres(url: URL) -> SqlStore:
+def _open_postgres(url: URL, create: bool) -> SqlStore:
     if url.drivername not in ("postgresql", "postgres", "postgresql+psycopg"):
         raise ServiceConfigError(
             f"store URL {url}: use postgresql://... (psycopg 3); "
@@ -222,13 +233,15 @@ def _open_postgres(url: URL) -> SqlStore:
             cursor.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
         dbapi_connection.commit()
 
-    return SqlStore(engine, url.render_as_string(hide_password=True))
+    return SqlStore(engine, url.render_as_string(hide_password=True), create=create)
 
 
 class SqlStore(Store):
     """The service's state in one SQL database; safe to share between threads (a pool)."""
 
-    def __init__(self, engine: Engine, where: str, *, synchronous: str | None = None) -> None:
+    def __init__(
+        self, engine: Engine, where: str, *, synchronous: str | None = None, create: bool = True
+    ) -> None:
         self.engine = engine
         self.where = where
         self.synchronous = synchronous
@@ -241,19 +254,20 @@ class SqlStore(Store):
         self._queue: list[_Job] = []
         self._insert_token = _INSERT_TOKEN[self.dialect]
         try:
-            self._migrate()
+            self._migrate(create)
         except BaseException:
             engine.dispose()
             raise
 
     # -- opening -----------------------------------------------------------------------------
 
-    def _migrate(self) -> None:
-        """Bring the schema to head under the writer lock (replicas may start together)."""
+    def _migrate(self, create: bool) -> None:
+        """Bring the schema to head under the writer lock (replicas may start together), or,
+        without `create`, only check that it is there and at head."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         try:
-            with self._write() as connection:
+            with self._write() if create else self._read() as connection:
                 if self.dialect == "postgresql":
                     connection.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK)))
                 tables = set(sa.inspect(connection).get_table_names())
@@ -264,6 +278,9 @@ class SqlStore(Store):
                         code="store-foreign-schema",
                         field="db",
                     )
+                if not create:
+                    self._check_head(connection, config, tables)
+                    return
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except CommandError as error:
@@ -280,6 +297,23 @@ class SqlStore(Store):
                 code="store-not-a-database",
                 field="db",
             ) from None
+
+    def _check_head(self, connection: Connection, config: Config, tables: set[str]) -> None:
+        if "alembic_version" not in tables:
+            raise ServiceConfigError(
+                f"store {self.where}: holds no Sealgate store (reading a log never makes one)",
+                code="store-empty",
+                field="db",
+            )
+        head = ScriptDirectory.from_config(config).get_current_head()
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current != head:
+            raise ServiceConfigError(
+                f"store {self.where}: schema version {current}, this Sealgate reads {head} "
+                "(the service migrates it when it opens the store)",
+                code="store-foreign-schema",
+                field="db",
+            )
 
     # -- transactions ------------------------------------------------------------------------
 
