@@ -23,7 +23,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,45 @@ def _check_transit_signature(public_pem: str, signature: str, digest: bytes) -> 
     public.verify(der, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
 
 
+def bench_floor(home: Path, clients: list[int], seconds: float) -> list[Row]:
+    """uvicorn + FastAPI with an endpoint that does nothing (bench/floor_app.py)."""
+    port = free_port()
+    log = home / "floor.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent,
+        )  # fmt: skip
+    rows = []
+    try:
+        url = f"http://127.0.0.1:{port}/v1/sign"
+        wait_until_answering(process, url.replace("/v1/sign", "/openapi.json"), log, "uvicorn", 30)
+        body = sign_body(home / "floor-body.json", 1)
+        tokens = home / "floor-token.txt"
+        tokens.write_text("Bearer -\n")
+        run = functools.partial(run_wrk, url, body=body, header="Authorization", tokens=tokens,
+                                clients=max(clients), seconds=1, mode="same")  # fmt: skip
+        run()  # warm-up
+        for count in clients:
+            run = functools.partial(
+                run_wrk,
+                url,
+                body=body,
+                header="Authorization",
+                tokens=tokens,
+                clients=count,
+                seconds=seconds,
+                mode="same",
+            )
+            load, cpu = _measured(process.pid, run)
+            rows.append(Row("uvicorn+FastAPI, empty endpoint", "-", "no", load, cpu))
+            _progress(rows[-1])
+    finally:
+        stop_process(process)
+    return rows
+
+
 # -- the bound of the batch case: SoftHSM's raw rate through python-pkcs11 -----------------
 
 
@@ -202,6 +241,8 @@ class Bench:
     tsa_url: str
     tsa_roots: Path
     seconds: float
+    #: Requests sent to each database, to hold against its audit log's size.
+    sent: dict[str, int] = field(default_factory=dict)
 
 
 def service_yml(bench: Bench, *, tsa: bool, name: str) -> Path:
@@ -242,11 +283,13 @@ class Service:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    db_url: str
+    tsa: bool
 
 
 @contextmanager
 def running_service(
-    bench: Bench, config: Path, db_url: str, name: str, workers: int = 1
+    bench: Bench, config: Path, db_url: str, name: str, *, tsa: bool = False, workers: int = 1
 ) -> Iterator[Service]:
     """`sealgate serve` on a free port until the block ends; SIGTERM, then SIGKILL if it hangs,
     and any worker that outlived its supervisor is killed by its pid."""
@@ -258,7 +301,7 @@ def running_service(
              "--listen", f"127.0.0.1:{port}", "--workers", str(workers)],
             stdout=out, stderr=subprocess.STDOUT, env=bench.token.env,
         )  # fmt: skip
-    service = Service(f"http://127.0.0.1:{port}", process, log)
+    service = Service(f"http://127.0.0.1:{port}", process, log, db_url, tsa)
     members: list[int] = []
     try:
         wait_until_answering(process, f"{service.url}/v1/health", log, "sealgate serve", 60)
@@ -305,6 +348,7 @@ def check_signing(bench: Bench, service: Service) -> None:
     token = bench.issuer.mint(github_claims(), alg="ES256", lifetime=TOKEN_LIFETIME)
     answer = requests.post(f"{service.url}/v1/sign", json=body, timeout=30,
                            headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    bench.sent[service.db_url] = bench.sent.get(service.db_url, 0) + 1
     if answer.status_code != 200:
         raise RuntimeError(f"the service refused the check request: {answer.text}")
     signature = bench.home / "check-artifact.bin.p7s"
@@ -312,6 +356,23 @@ def check_signing(bench: Bench, service: Service) -> None:
     verified = cms_verify(signature, content, bench.token.root_pem)
     if verified.returncode != 0:
         raise RuntimeError(f"openssl cms -verify refused the service's .p7s: {verified.stderr}")
+    if (answer.json()["signatures"][0]["timestamp"] is None) == bool(service.tsa):
+        raise RuntimeError("the service's answer has no timestamp, or one it should not have")
+
+
+def verify_audit(bench: Bench, db_url: str, requests_sent: int) -> None:
+    """After the load, `sealgate audit verify` re-hashes the whole chain: every request of the
+    run is a record in one unbroken chain (the figures include a durable audit record each)."""
+    done = subprocess.run(
+        [*sealgate_command(), "audit", "verify", "--db", db_url, "--json"],
+        capture_output=True, text=True, env=bench.token.env, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"sealgate audit verify failed: {done.stdout}{done.stderr}")
+    report = json.loads(done.stdout)
+    size = report.get("records", report.get("size", "?"))
+    print(f"  audit verify: chain intact, {size} records for >= {requests_sent} requests",
+          flush=True)  # fmt: skip
 
 
 def load_service(
@@ -326,6 +387,7 @@ def load_service(
         load, cpu = _measured(service.process.pid, lambda: run_wrk(
             f"{service.url}/v1/sign", body=body, header="Authorization", tokens=tokens,
             clients=clients, seconds=seconds, mode="once"))  # fmt: skip
+        bench.sent[service.db_url] = bench.sent.get(service.db_url, 0) + load.requests
         if not load.ran_out:
             return load, cpu
         rate *= 2
@@ -345,7 +407,7 @@ def bench_service(
     config = service_yml(bench, tsa=tsa, name=name)
     body = sign_body(bench.home / "one-digest.json", 1)
     system = "sealgate serve" + (f" --workers {workers}" if workers > 1 else "")
-    with running_service(bench, config, db_url, name, workers) as service:
+    with running_service(bench, config, db_url, name, tsa=tsa, workers=workers) as service:
         check_signing(bench, service)
         warm, _ = load_service(bench, service, body, max(clients), 2, TOKEN_RATE)  # warm-up
         rate = warm.rate
@@ -354,6 +416,7 @@ def bench_service(
             rate = max(rate, load.rate)
             rows.append(Row(system, store, "yes" if tsa else "no", load, cpu))
             _progress(rows[-1])
+    verify_audit(bench, db_url, bench.sent[db_url])
 
 
 def bench_batch(bench: Bench, db_url: str, clients: int) -> tuple[LoadResult, float]:
@@ -363,7 +426,9 @@ def bench_batch(bench: Bench, db_url: str, clients: int) -> tuple[LoadResult, fl
     with running_service(bench, config, db_url, "service-batch") as service:
         check_signing(bench, service)
         warm, _ = load_service(bench, service, body, clients, 2, 200)  # warm-up
-        return load_service(bench, service, body, clients, bench.seconds, 2.5 * warm.rate)
+        result = load_service(bench, service, body, clients, bench.seconds, 2.5 * warm.rate)
+    verify_audit(bench, db_url, bench.sent[db_url])
+    return result
 
 
 # -- output -------------------------------------------------------------------------------
@@ -452,6 +517,8 @@ def main() -> None:
     with scratch() as home:
         print(f"OpenBao transit/sign, {seconds:g} s per point:", flush=True)
         peer = bench_openbao(home, clients, seconds)
+        print("the web stack alone (uvicorn + FastAPI, an endpoint that does nothing):", flush=True)
+        floor = bench_floor(home, clients, seconds)
         token = certified_token(home / "hsm")
         token.token.generate("audit", "ec-p256")  # the audit log's own key, never the release key
         print("SoftHSM raw ECDSA P-256 through python-pkcs11:", flush=True)
@@ -488,7 +555,7 @@ def main() -> None:
                     sign_body(home / "one-digest.json", 1).read_bytes(),
                     lambda: issuer.mint(github_claims(), alg="ES256", lifetime=TOKEN_LIFETIME),
                 )
-        print_table([*peer.values(), *rows], peer)
+        print_table([*peer.values(), *floor, *rows], peer)
         print_goals(rows, peer, batch, raw)
         if not args.no_parts:
             service_parts.report(stages, one, 1e6 / raw[1])
