@@ -8,8 +8,12 @@ receipt) against a checkpoint a third party kept. Exit 0 verified, 1 broken, 2 b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,6 @@ from sealgate.errors import SealgateError
 from sealgate.output import emit_json, one_line
 from sealgate.service.audit import merkle
 from sealgate.service.audit.checkpoint import NoteVerifier, parse_checkpoint_file, verify_stored
-from sealgate.service.audit.checkpointer import write_atomic
 from sealgate.service.audit.export import ExportFormatError, export_lines, parse_export
 from sealgate.service.audit.records import AuditRecord
 from sealgate.service.audit.verify import KeptCheckpoint, verify_log
@@ -211,6 +214,8 @@ def _origin_of(kept: KeptCheckpoint) -> str | None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    """Streams the records (an export may be larger than memory); with --out, into a temp
+    file beside it that replaces FILE only when complete."""
     store = _open_db(args.db)
     try:
         if args.out is None:
@@ -218,16 +223,36 @@ def run_export(args: argparse.Namespace) -> int:
                 sys.stdout.write(line)
             sys.stdout.flush()
             return 0
-        data = "".join(export_lines(store)).encode()
+        written = _export_to(args.out, export_lines(store))
     finally:
         store.close()
-    try:
-        write_atomic(args.out, data)
-    except OSError as exc:
-        raise ConfigError(f"--out {args.out}: cannot write it ({exc.strerror or exc})",
-                          code="path-error", field="out") from None  # fmt: skip
-    print(f"exported {args.out}: {len(data)} bytes", file=sys.stderr)
+    print(f"exported {args.out}: {written} bytes", file=sys.stderr)
     return 0
+
+
+def _export_to(path: Path, lines: Iterator[str]) -> int:
+    written = 0
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConfigError(f"--out {path}: cannot write it ({exc.strerror or exc})",
+                          code="path-error", field="out") from None  # fmt: skip
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            for line in lines:
+                data = line.encode()
+                stream.write(data)
+                written += len(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        raise ConfigError(f"--out {path}: cannot write it ({exc.strerror or exc})",
+                          code="path-error", field="out") from None  # fmt: skip
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+    return written
 
 
 def _json_file(path: Path, what: str, limit: int) -> Any:

@@ -237,6 +237,13 @@ def test_inputs_that_are_not_an_audit_log_are_usage_errors(
     assert not (tmp_path / "typo.db").exists()
     failed(cli(capsys, "export", "--db", f"sqlite:///{tmp_path}"), 2, "not-a-file",
            "not a regular file")  # fmt: skip
+    failed(cli(capsys, "export", "--db", audited.url, "--out", tmp_path / "no" / "x.jsonl"), 2,
+           "path-error", "cannot write it")  # fmt: skip
+    again = cli(capsys, "export", "--db", audited.url, "--out", tmp_path / "again.jsonl")
+    assert again.returncode == 0 and (tmp_path / "again.jsonl").read_bytes() == (
+        audited.export.read_bytes()
+    )
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_text("".join(_lines(audited.export)[:2]) + "{not json\n")
     failed(cli(capsys, "verify", "--export", garbage), 2, "bad-audit-export", "line 3: not a JSON")
