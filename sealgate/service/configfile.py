@@ -240,14 +240,16 @@ def load_config(path: Path) -> ServiceConfig:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ServiceConfigError(f"{path}: not UTF-8 (byte {exc.start})") from None
-    loader = yaml.SafeLoader(text)
     try:
+        loader = yaml.SafeLoader(text)
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 0
         raise ServiceConfigError(f"{path} line {line}: not YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ServiceConfigError(f"{path}: not YAML: {exc}") from None
+    except RecursionError:
+        raise ServiceConfigError(f"{path}: nested too deeply to be a service.yml") from None
     if root is None:
         raise ServiceConfigError(f"{path}: empty; issuers and keys are required")
     reader = _Reader(path, loader)

@@ -548,6 +548,7 @@ FUZZ = settings(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(changes=CHANGES, headers=HEADERS)
 def test_any_signed_claims_give_an_identity_or_a_typed_refusal(

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sealgate.service.configfile import CONFIG_LIMIT, load_config
 from sealgate.service.errors import ServiceConfigError
@@ -267,6 +271,11 @@ def test_hostile_yaml_is_refused(tmp_path: Path, text: str, why: str) -> None:
     assert caught.value.exit_code == 2
 
 
+def test_a_deeply_nested_document_is_refused_not_a_crash(tmp_path: Path) -> None:
+    text = "issuers: " + "[" * 1000 + "]" * 1000 + "\n"
+    assert "nested too deeply" in refused(tmp_path, text).message
+
+
 def test_required_fields_are_required(tmp_path: Path) -> None:
     error = refused(
         tmp_path, BASE.replace("    audience: sealgate-test\n", ""), "missing-config-field"
@@ -344,3 +353,58 @@ def test_a_grant_for_an_unknown_issuer_loads_and_check_names_it(tmp_path: Path) 
         f"{path} line 15: key 'release' grant 'main': issuer 'github' is not configured "
         "(issuers: 'gh')"
     ]
+
+
+# --- hypothesis: any document is a config or a ServiceConfigError, never another exception -------
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(node, dict):
+        for name, value in node.items():
+            found += _paths(value, (*prefix, name))
+    elif isinstance(node, list):
+        for n, value in enumerate(node):
+            found += _paths(value, (*prefix, n))
+    return found
+
+
+FUZZ = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@pytest.mark.slow
+@FUZZ
+@given(data=st.data())
+def test_any_changed_value_loads_or_is_a_typed_refusal(tmp_path: Path, data: st.DataObject) -> None:
+    document = yaml.safe_load(BASE)
+    path = data.draw(st.sampled_from(_paths(document)[1:]))
+    value = data.draw(VALUES)
+    parent = document
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = value
+    try:
+        text = yaml.safe_dump(document)
+    except (yaml.YAMLError, ValueError):
+        return
+    try:
+        load_config(write(tmp_path, text))
+    except ServiceConfigError as exc:
+        assert exc.exit_code == 2 and exc.message.startswith(str(tmp_path))
+
+
+@pytest.mark.slow
+@FUZZ
+@given(st.text(max_size=400))
+def test_any_text_loads_or_is_a_typed_refusal(tmp_path: Path, text: str) -> None:
+    try:
+        load_config(write(tmp_path, text))
+    except ServiceConfigError as exc:
+        assert exc.exit_code == 2 and exc.message.startswith(str(tmp_path))
