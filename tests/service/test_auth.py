@@ -573,3 +573,11 @@ def test_any_signed_claims_give_an_identity_or_a_typed_refusal(
 def test_any_bearer_string_is_a_typed_refusal(oidc: OidcIssuer, token: str) -> None:
     with pytest.raises(AuthError):
         verifier_for(oidc).verify(token)
+
+
+def test_deeply_nested_json_is_refused_not_a_crash(oidc: OidcIssuer) -> None:
+    deep_header = jwt.utils.base64url_encode(b"[" * 10000).decode()
+    refused(verifier_for(oidc), f"{deep_header}.e30.sig", "token-malformed")
+    oidc.respond("/jwks", 200, b"[" * 100_000)
+    error = refused(verifier_for(oidc), oidc.mint(github_claims()), "jwks-unavailable", status=503)
+    assert "not JSON" in error.message

@@ -68,7 +68,7 @@ def fetch_json(url: str, *, what: str, timeout: float, limit: int = MAX_DOCUMENT
         raise unavailable(f"{what} {url}: {type(exc).__name__}") from None
     try:
         return json.loads(bytes(body))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise unavailable(f"{what} {url}: not JSON") from None
 
 

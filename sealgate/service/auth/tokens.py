@@ -174,7 +174,7 @@ class TokenVerifier:
         try:
             segment = token.split(".", 1)[0]
             header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+        except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
             raise AuthError(
                 "bearer token header is not base64url JSON", code="token-malformed"
             ) from None
@@ -183,7 +183,7 @@ class TokenVerifier:
         self._check_header(header)
         try:
             payload = jwt.decode(token, options={"verify_signature": False})
-        except (jwt.PyJWTError, ValueError, binascii.Error, UnicodeDecodeError):
+        except (jwt.PyJWTError, ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
             raise AuthError(
                 "bearer token is not a well-formed JWT", code="token-malformed"
             ) from None
