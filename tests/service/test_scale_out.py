@@ -135,13 +135,13 @@ def test_two_replicas_on_one_postgresql_keep_one_chain_then_survive_a_kill(
 ) -> None:
     running, url = replicas
     # Phase 1: both replicas under concurrent load.
-    first = load(running, oidc, "one", each=10)
+    first = load(running, oidc, "one", each=6)
     assert [o.failure for o in first if o.status != 200] == []
     assert {o.replica for o in first} == {0, 1}
     store = open_store(url)
     try:
         records, stored = by_artifact(store)
-        assert len(records) == len(first) == CLIENTS * 10
+        assert len(records) == len(first) == CLIENTS * 6
         verify_log(records, store.checkpoints())
         for outcome in first:
             assert_full_answer(outcome, stored)
@@ -159,7 +159,7 @@ def test_two_replicas_on_one_postgresql_keep_one_chain_then_survive_a_kill(
 
         killer = threading.Thread(target=kill_when_busy)
         killer.start()
-        second = load(running, oidc, "two", each=12, during=started)
+        second = load(running, oidc, "two", each=9, during=started)
         killer.join(timeout=60)
         assert victim.process.returncode == -9
 
