@@ -124,7 +124,7 @@ def _key_bytes(public_key: PublicKey) -> tuple[int, bytes]:
         f"audit key: {public_key.curve.name} ECDSA cannot sign checkpoints "
         "(Ed25519, or ECDSA P-256 as signed-note type 0x02)",
         code="audit-key-unsupported",
-        field="audit.key_uri",
+        field="audit.key",
     )
 
 
@@ -158,7 +158,7 @@ class NoteVerifier:
                 f"audit key: a {type(public_key).__name__} cannot sign checkpoints "
                 "(Ed25519, or ECDSA P-256)",
                 code="audit-key-unsupported",
-                field="audit.key_uri",
+                field="audit.key",
             )
         sig_type, key = _key_bytes(public_key)
         return cls(name, key_id(name, sig_type, key), sig_type, public_key)

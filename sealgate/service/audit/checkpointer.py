@@ -35,7 +35,7 @@ log = logging.getLogger("sealgate.service.audit")
 
 #: What `serve --check` prints when no audit key is configured.
 NO_KEY_LINE = (
-    "audit: no audit.key_uri: no checkpoints are written; the chain alone cannot show a "
+    "audit: no audit.key in service.yml: no checkpoints are written; the chain alone cannot show a "
     "rewritten history (anyone holding the database can re-chain it)"
 )
 
