@@ -383,6 +383,37 @@ def test_the_migrations_build_exactly_the_tables_the_queries_use(store: SqlStore
     assert differences == []
 
 
+def test_replicas_starting_together_on_an_empty_database_migrate_it_once(store_url: str) -> None:
+    stores: list[SqlStore] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def opener() -> None:
+        start.wait()
+        try:
+            stores.append(open_store(store_url))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    try:
+        assert errors == []
+        assert len(stores) == 4
+        for n, opened in enumerate(stores):
+            opened.append(new(n))
+        assert_chain(list(stores[0].records()))
+        with stores[0].engine.connect() as connection:
+            versions = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+            assert [row[0] for row in versions] == ["0001"]
+    finally:
+        for opened in stores:
+            opened.close()
+
+
 def test_a_reader_opening_without_create_changes_nothing_and_refuses_an_empty_database(
     store_url: str, tmp_path: Path
 ) -> None:

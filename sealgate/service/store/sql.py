@@ -59,6 +59,7 @@ SYNCHRONOUS = ("full", "normal")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 T = TypeVar("T")
+_MIGRATING = threading.Lock()
 
 # The append's statements, built once (SQLAlchemy caches their compiled forms).
 _LOCK_APPENDS = sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK))
@@ -282,7 +283,8 @@ class SqlStore(Store):
                     self._check_head(connection, config, tables)
                     return
                 config.attributes["connection"] = connection
-                command.upgrade(config, "head")
+                with _MIGRATING:  # Alembic keeps its running context in module globals
+                    command.upgrade(config, "head")
         except CommandError as error:
             raise ServiceConfigError(
                 f"store {self.where}: its schema version is not one this Sealgate knows ({error})",
