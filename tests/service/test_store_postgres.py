@@ -314,6 +314,8 @@ def test_two_processes_appending_at_once_make_one_chain(
         assert writer.returncode == 0, stderr
     seen = [committed(stdout) for stdout, _ in outputs]
     assert [len(s) for s in seen] == [each, each]
+    # The writer lock, not the unique index, kept them apart: no append had to be retried.
+    assert [line for stdout, _ in outputs for line in stdout.splitlines() if "retry" in line] == []
     store = open_store(url)
     try:
         assert store.size() == 2 * each
