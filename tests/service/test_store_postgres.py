@@ -9,11 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sealgate.service.audit import merkle
@@ -396,3 +398,38 @@ def test_time_budget_of_the_advisory_lock_is_a_retryable_503(
         assert store.size() == 1
     finally:
         store.close()
+
+
+def test_a_replica_stuck_inside_an_append_cannot_block_the_others_for_ever(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session that took the append lock and went silent (a frozen replica whose socket
+    stays open) is ended by the server, and the other writers go on."""
+    from sealgate.service.store import StoreUnavailableError, sql
+
+    monkeypatch.setattr(sql, "IDLE_TIMEOUT_MS", 500)
+    monkeypatch.setattr(sql, "LOCK_TIMEOUT_MS", 300)
+    stuck = open_store(pg_url)
+    other = open_store(pg_url)
+    try:
+        frozen = stuck.engine.connect()
+        frozen.begin()
+        frozen.execute(sql._LOCK_APPENDS)  # ... and then nothing more from this replica
+        with pytest.raises(StoreUnavailableError, match="lock timeout"):
+            other.append(new(0), jti=("https://issuer", "waiting"))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                record = other.append(new(0), jti=("https://issuer", "waiting"))
+                break
+            except StoreUnavailableError:
+                assert time.monotonic() < deadline, "the stuck session kept the lock"
+                time.sleep(0.1)
+        assert record.index == 0
+        with pytest.raises(Exception, match=r"idle-in-transaction|terminat|closed"):
+            frozen.execute(sa.text("SELECT 1"))
+        frozen.invalidate()
+        frozen.close()
+    finally:
+        stuck.close()
+        other.close()

@@ -46,6 +46,9 @@ SCHEMA_LOCK = 0x5347534348454D41
 #: How long a writer waits for the single-writer lock before answering 503.
 LOCK_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_S = 5
+#: PostgreSQL: no statement runs longer, and no session sits in a transaction idle longer.
+STATEMENT_TIMEOUT_MS = 30_000
+IDLE_TIMEOUT_MS = 5_000
 #: Used token ids are kept this long past their `exp` (the auth leeway is at most 30 s).
 TOKEN_KEEP = dt.timedelta(minutes=10)
 #: Every this many appends, the append also drops used token ids past TOKEN_KEEP.
@@ -232,6 +235,10 @@ def _open_postgres(url: URL, create: bool) -> SqlStore:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+            cursor.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            # A replica that stops mid-transaction without closing its socket (a partition,
+            # a frozen VM) would hold the append lock until TCP gives up: the server ends it.
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {IDLE_TIMEOUT_MS}")
         dbapi_connection.commit()
 
     return SqlStore(engine, url.render_as_string(hide_password=True), create=create)
