@@ -117,8 +117,10 @@ def audit_config(
     )
 
 
-def sign_body(artifacts: Mapping[str, bytes] | Sequence[Path], key: str = KEY) -> dict[str, Any]:
-    """The request the client sends: each artifact's SHA-256, hashed here, named as given."""
+def sign_body(
+    artifacts: Mapping[str, bytes] | Sequence[Path], key: str = KEY, algorithm: str = "sha256"
+) -> dict[str, Any]:
+    """The request the client sends: each artifact's digest, hashed here, named as given."""
     items = (
         [(p.name, p.read_bytes()) for p in artifacts]
         if not isinstance(artifacts, Mapping)
@@ -127,7 +129,11 @@ def sign_body(artifacts: Mapping[str, bytes] | Sequence[Path], key: str = KEY) -
     return {
         "key": key,
         "artifacts": [
-            {"name": n, "digest_algorithm": "sha256", "digest": hashlib.sha256(d).hexdigest()}
+            {
+                "name": n,
+                "digest_algorithm": algorithm,
+                "digest": hashlib.new(algorithm, d).hexdigest(),
+            }
             for n, d in items
         ],
     }
