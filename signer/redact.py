@@ -89,6 +89,7 @@ def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
 SECRET_ENV = (
     "VAULT_TOKEN", "BAO_TOKEN", "SEALGATE_PKCS11_PIN", "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN", "AZURE_CLIENT_SECRET",
+    "SEALGATE_ID_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN",  # the signing service's client
 )  # fmt: skip
 MIN_SECRET = 4  # shorter values would mask ordinary words
 

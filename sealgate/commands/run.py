@@ -70,6 +70,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="signer certificate (default: the one stored with the key)",
     )
     add("--chain", action="append", metavar="PEM", help="intermediate certificates (repeatable)")
+    add("--service", metavar="URL", help="sign through the signing service (no --key then)")
+    add("--service-key", metavar="NAME", help="the service's key name (with --service)")
+    add("--service-audience", metavar="AUD", help="the OIDC token's audience (default: --service)")
+    add("--id-token-var", metavar="NAME", help="GitLab id_tokens variable (SEALGATE_ID_TOKEN)")
     add("--attest-key", metavar="URI", help="key that signs the VSA (default: --key)")
     add(
         "--attestation",

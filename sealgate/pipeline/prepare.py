@@ -44,9 +44,9 @@ def _creatable(path: Path, field: str) -> None:
 
 def prepare(config: RunConfig) -> Prepared:
     """Check the configuration and load certificates and trust anchors (usage errors: exit 2)."""
-    if not config["key"]:
+    if not config["key"] and not config["service"]:
         raise SealgateError(
-            "--key is required (or $SEALGATE_KEY)",
+            "--key is required (or $SEALGATE_KEY; or --service and --service-key)",
             code="missing-option",
             field="key",
         )
