@@ -43,6 +43,8 @@ COMMANDS = {
     "watch": "sealgate.commands.watch",
     "rebuild": "sealgate.commands.rebuild",
     "run": "sealgate.commands.run",
+    "serve": "sealgate.commands.serve",
+    "audit": "sealgate.commands.audit",
 }
 
 
