@@ -237,6 +237,10 @@ class SignService:
             return self._sign(outcome, authorization, body)
         except ServiceError as error:
             return self._refuse(outcome, error)
+        except Exception:  # a bug: still one record, and our JSON, never a traceback
+            _log.exception("request %s failed", outcome.request_id)
+            outcome.consume = False
+            return self._refuse(outcome, _internal_error())
 
     def _sign(self, outcome: _Outcome, authorization: str | None, body: bytes) -> Response:
         identity = self.verifier.verify(bearer_token(authorization))
@@ -359,6 +363,11 @@ class SignService:
     def _appended(self) -> None:
         if self.checkpointer is not None:
             self.checkpointer.record_appended()
+
+
+def _internal_error() -> ServiceError:
+    return ServiceError("the service failed on this request; its log has the request id",
+                        status=500, code="internal-error")  # fmt: skip
 
 
 def _too_many(count: int, limit: int, whose: str) -> ProtocolError:
@@ -535,9 +544,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def internal_error(request: Request, exc: Exception) -> Response:
         _log.error("request %s failed: %s", request_id_of(request), type(exc).__name__,
                    exc_info=exc)  # fmt: skip
-        error = ServiceError("the service failed on this request; it is logged by request id",
-                             status=500, code="internal-error")  # fmt: skip
-        return _error_answer(error, request_id_of(request))
+        return _error_answer(_internal_error(), request_id_of(request))
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -8,7 +8,9 @@ import base64
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -409,3 +411,38 @@ def test_the_checkpoint_and_proofs_the_app_serves_verify(
             answer = service.client.get(path)
             assert answer.status_code == status, (path, answer.text)
             assert _error(answer)["code"] == code, (path, answer.text)
+
+
+def test_one_token_sent_eight_times_at_once_signs_once(service: InProcessService) -> None:
+    """The replay pre-check can race; the store's unique (iss, jti) cannot: one answer carries
+    signatures, every other is a recorded 401, and only one request's .p7s is kept."""
+    token = service.token()
+    ledger = Ledger(service)
+    barrier = threading.Barrier(8)
+
+    def send(number: int) -> httpx.Response:
+        barrier.wait()
+        return service.post(sign_body({f"a{number}": b"a"}), token=token)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(8)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200] + [401] * 7, [a.text for a in answers]
+    assert all(_error(a)["code"] == "token-replayed" for a in answers if a.status_code == 401)
+    records = service.records()[ledger.records :]
+    assert len(records) == 8
+    assert sorted(r.body["reason_code"] for r in records) == ["signed"] + ["token-replayed"] * 7
+    assert service.signature_count() == ledger.signatures + 1
+
+
+def test_a_bug_behind_the_endpoint_is_still_one_record_and_our_json(
+    service: InProcessService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("secret internals /etc/passwd")
+
+    monkeypatch.setattr(service.service.signer, "sign", broken)
+    ledger = Ledger(service)
+    response = service.post(sign_body({"a": b"a"}))
+    error = _refused(service, response, 500, "internal-error", ledger)
+    assert "secret internals" not in response.text and "request id" in error["message"]
