@@ -82,10 +82,8 @@ def _postmaster_pid(data: Path) -> int | None:
 
 @contextlib.contextmanager
 def start_postgres(*, fsync: bool = False) -> Iterator[Postgres]:
-    """Start a cluster, yield it, stop it (`pg_ctl stop -m immediate`, then SIGKILL) and remove it.
-
-    fsync is off by default: the tests kill processes, never the machine, and the OS keeps
-    what a killed server wrote."""
+    """A cluster until the block ends (then `pg_ctl stop -m immediate`, SIGKILL, removed). fsync
+    is off by default: tests kill processes, never the machine, and the OS keeps what they wrote."""
     require(
         (PG_BIN / "initdb").is_file() and (PG_BIN / "pg_ctl").is_file(), f"PostgreSQL in {PG_BIN}"
     )

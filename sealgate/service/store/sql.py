@@ -108,11 +108,8 @@ class _Job:
 
 
 def open_store(url: str, *, create: bool = True) -> SqlStore:
-    """Open (and migrate) the store at `url`: `sqlite:///PATH[?synchronous=full|normal]` or
-    `postgresql://...` (psycopg 3). Unknown schemes and in-memory SQLite are refused.
-
-    `create=False` (for readers such as `audit verify`) changes nothing: a database that holds
-    no store, or one at another schema version, is refused instead of made or migrated."""
+    """Open and migrate `sqlite:///PATH[?synchronous=full|normal]` or `postgresql://...`;
+    with `create=False` (readers) nothing is made or migrated: an empty database is refused."""
     try:
         parsed = make_url(url)
     except (exc.ArgumentError, ValueError) as error:
