@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sealgate.errors import SealgateError
 from sealgate.service.config import ServiceConfig
+from sealgate.service.errors import ServiceError
 from signer.redact import redact_url
 
 #: The code of each `--check` finding about a grant.
@@ -101,15 +102,31 @@ def _findings(config: ServiceConfig) -> list[str]:
 
 
 def _check(path: Path, config: ServiceConfig, db_url: str) -> int:
-    """`--check` past the grants' findings: open the store, every key and the audit key once
-    (exit 2/3 on failure) and close them without writing a record or a checkpoint."""
-    from sealgate.service import server
+    """`--check` past the grants' findings: open every key and the audit key once, and the
+    database as a reader (never created nor migrated), then close them, having written nothing."""
+    from sealgate.service.audit.checkpointer import Checkpointer
+    from sealgate.service.signing import NoteKey, Signer
+    from sealgate.service.store import open_store
 
-    service = server.open_service(config, db_url, start=False)
+    Signer(config).close()
+    note_key = NoteKey(config.audit.key_uri) if config.audit.key_uri else None
     try:
-        print(f"serve --check: {service.checkpointer.describe()}")
+        try:
+            store = open_store(db_url, create=False)
+        except ServiceError as exc:
+            if exc.code != "store-empty":
+                raise
+            print(f"serve --check: database {_shown(db_url)} is empty or absent: the first "
+                  "start creates its schema")  # fmt: skip
+        else:
+            try:
+                print(f"serve --check: {Checkpointer(store, config.audit, note_key).describe()}")
+                print(f"serve --check: database {_shown(db_url)}: {store.size()} record(s)")
+            finally:
+                store.close()
     finally:
-        service.close(final_checkpoint=False)
-    print(f"serve --check: {path}: {len(config.keys)} key(s) opened, {len(config.issuers)} "
-          f"issuer(s), database {_shown(db_url)}: ok")  # fmt: skip
+        if note_key is not None:
+            note_key.close()
+    print(f"serve --check: {path}: {len(config.keys)} key(s) opened, "
+          f"{len(config.issuers)} issuer(s): ok")  # fmt: skip
     return 0
