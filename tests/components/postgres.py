@@ -37,6 +37,8 @@ class Postgres:
     root: Path
     port: int
     pid: int
+    #: The server options it was started with (`start()` starts it again with them).
+    options: str = ""
 
     @property
     def data(self) -> Path:
@@ -56,6 +58,21 @@ class Postgres:
         with self.connect() as connection:
             connection.execute(f'CREATE DATABASE "{name}"'.encode())
         return name
+
+    def stop(self) -> None:
+        """Stop the server (fast: sessions are ended), keeping the cluster for `start()`."""
+        subprocess.run(
+            _as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        subprocess.run(
+            _as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l",
+                       str(self.root / "server.log"), "-o", self.options, "-w", "start"]),
+            check=True, capture_output=True, timeout=90,
+        )  # fmt: skip
+        self.pid = _postmaster_pid(self.data) or self.pid
 
     def drop_database(self, name: str) -> None:
         with self.connect() as connection:
@@ -115,7 +132,7 @@ def start_postgres(*, fsync: bool = False) -> Iterator[Postgres]:
             )  # fmt: skip
             pid = _postmaster_pid(data)
             if started.returncode == 0 and pid is not None:
-                cluster = Postgres(root, port, pid)
+                cluster = Postgres(root, port, pid, options)
                 break
             if attempt == 2:
                 tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""

@@ -433,3 +433,35 @@ def test_a_replica_stuck_inside_an_append_cannot_block_the_others_for_ever(
     finally:
         stuck.close()
         other.close()
+
+
+def test_a_database_restart_costs_one_retryable_503_and_the_chain_goes_on() -> None:
+    """The server goes away under an open store (its pooled connections die with it): appends
+    answer 503 while it is down, and after the restart at most the first one does."""
+    from sealgate.service.store import StoreUnavailableError
+    from tests.components.postgres import start_postgres
+
+    with start_postgres() as cluster:
+        url = cluster.url(cluster.create_database())
+        store = open_store(url)
+        try:
+            for n in range(3):
+                store.append(new(n))
+            cluster.stop()
+            with pytest.raises(StoreUnavailableError) as caught:
+                store.append(new(3), jti=("https://issuer", "during"))
+            assert caught.value.status == 503
+            assert "safe to retry" in caught.value.message
+            cluster.start()
+            failures = 0
+            for _ in range(3):
+                try:
+                    record = store.append(new(3), jti=("https://issuer", "during"))
+                    break
+                except StoreUnavailableError:
+                    failures += 1
+            assert failures <= 1
+            assert record.index == 3
+            check_one_chain(store)
+        finally:
+            store.close()
