@@ -1,5 +1,5 @@
 """The audit log on PostgreSQL: rows edited behind the service are found by `verify_log` with
-their index, and writers in separate processes (one killed with SIGKILL) keep one chain."""
+their index; writers in separate processes (one killed with SIGKILL) keep one chain (SQLite too)."""
 
 from __future__ import annotations
 
@@ -333,11 +333,13 @@ def test_two_processes_appending_at_once_make_one_chain(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_a_writer_killed_mid_load_loses_no_committed_record_and_forks_nothing(
-    pg_url: str,
+    backend: str, pg_url: str, tmp_path: Path
 ) -> None:
-    victim = start_writer(pg_url, "victim", -1)
-    survivor = start_writer(pg_url, "survivor", 150)
+    url = pg_url if backend == "postgresql" else f"sqlite:///{tmp_path / 'audit.db'}"
+    victim = start_writer(url, "victim", -1)
+    survivor = start_writer(url, "survivor", 150)
     try:
         for writer in (victim, survivor):
             assert writer.stdin is not None
@@ -361,7 +363,7 @@ def test_a_writer_killed_mid_load_loses_no_committed_record_and_forks_nothing(
     victim_seen = committed("".join(lines) + rest)
     survivor_seen = committed(survivor_out)
     assert len(survivor_seen) == 150
-    store = open_store(pg_url)
+    store = open_store(url)
     try:
         check_one_chain(store, victim_seen, survivor_seen)
         # The chain goes on after the kill: a new append links onto the last record.
