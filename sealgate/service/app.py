@@ -8,6 +8,7 @@ the protocol's JSON schemas by hand, and every error, the framework's own includ
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -60,6 +61,8 @@ MAX_TOKEN = 16 * 1024
 #: How long a client should wait after a 503 before it tries again (seconds).
 RETRY_AFTER_UNAVAILABLE = 5
 RATE_WINDOW = dt.timedelta(hours=1)
+#: Seconds a request body may take to arrive (a digest list is small: this is generous).
+BODY_TIMEOUT = 30.0
 
 _log = logging.getLogger("sealgate.service")
 
@@ -160,11 +163,18 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
             raise _too_large(f"{int(declared)} bytes (Content-Length)", limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(f"more than {limit} bytes", limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):  # a body trickled in holds a worker no longer
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(f"more than {limit} bytes", limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ProtocolError(
+            f"the request: the body did not arrive within {BODY_TIMEOUT:g} s ({size} bytes read)",
+            status=408, code="body-timeout",
+        ) from None  # fmt: skip
     return b"".join(chunks)
 
 
@@ -396,6 +406,7 @@ _SIGN_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _error_response("the bearer token is missing, invalid or replayed"),
     403: _error_response("no grant of the key matches the token's claims"),
     404: _error_response("no key of that name"),
+    408: _error_response("the body did not arrive in time"),
     413: _error_response("the body or the number of artifacts is over the limit"),
     422: _error_response("the body is not a signing request"),
     429: _error_response("the grant's requests per hour are spent (see Retry-After)"),

@@ -446,3 +446,33 @@ def test_a_bug_behind_the_endpoint_is_still_one_record_and_our_json(
     response = service.post(sign_body({"a": b"a"}))
     error = _refused(service, response, 500, "internal-error", ledger)
     assert "secret internals" not in response.text and "request id" in error["message"]
+
+
+def test_408_for_a_body_trickled_in_slower_than_the_deadline(
+    service: InProcessService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    from sealgate.service import app as app_module
+
+    monkeypatch.setattr(app_module, "BODY_TIMEOUT", 0.5)
+    token = service.token()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b'{"key": "release", '
+        await asyncio.sleep(5)  # the deadline passes here
+        yield b'"artifacts": []}'
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=service.service.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            return await client.post(API_SIGN, content=trickle(),
+                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+
+    ledger = Ledger(service)
+    response = asyncio.run(send())
+    error = _refused(service, response, 408, "body-timeout", ledger)
+    assert "0.5 s" in error["message"]
+    assert ledger.one_new_record(response)["actor"] == {}  # refused before the token was read
+    assert service.post(sign_body({"a": b"a"}), token=token).status_code == 200  # still usable
