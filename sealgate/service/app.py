@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from sealgate.service.audit.records import Decision, Event, NewRecord, format_ti
 from sealgate.service.auth.identity import Identity
 from sealgate.service.config import GrantConfig, KeyConfig, ServiceConfig
 from sealgate.service.errors import AuthError, ServiceError
+from sealgate.service.limits import RateLimiter
 from sealgate.service.protocol import (
     API_CHECKPOINT,
     API_HEALTH,
@@ -60,7 +60,6 @@ SIGNED_REASON = "signed"
 MAX_TOKEN = 16 * 1024
 #: How long a client should wait after a 503 before it tries again (seconds).
 RETRY_AFTER_UNAVAILABLE = 5
-RATE_WINDOW = dt.timedelta(hours=1)
 #: Seconds a request body may take to arrive (a digest list is small: this is generous).
 BODY_TIMEOUT = 30.0
 
@@ -108,17 +107,6 @@ def _error_answer(error: ServiceError, request_id: str | None) -> Response:
     if isinstance(retry_after, int):
         headers["Retry-After"] = str(retry_after)
     return _answer(error.status, error_body(error, request_id), headers)
-
-
-class RateLimitedError(ServiceError):
-    """429: the grant's requests-per-hour are spent; `retry_after` says when to try again."""
-
-    status = 429
-    code = "rate-limited"
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class RequestIdMiddleware:
@@ -234,6 +222,7 @@ class SignService:
         self.verifier = verifier
         self.checkpointer = checkpointer
         self.clock = clock
+        self.limiter = RateLimiter(store, clock=clock)
         #: The most artifacts any grant of a key allows: more is refused before the grant match.
         self._key_max = {
             name: min(MAX_ARTIFACTS, max((g.max_artifacts for g in key.grants), default=0))
@@ -276,8 +265,24 @@ class SignService:
         if count > grant.max_artifacts:
             outcome.consume = False  # the job may retry with fewer artifacts
             raise _too_many(count, grant.max_artifacts, f"grant {grant.name!r}")
-        self._check_rate(key, grant)
+        self.limiter.reserve(key, grant)
         outcome.consume = False  # an HSM or TSA failure must leave the token usable
+        try:
+            response = self._signed(outcome, identity, key, grant, request)
+        except BaseException:
+            self.limiter.release(key, grant)
+            raise
+        self.limiter.signed(key, grant)
+        return response
+
+    def _signed(
+        self,
+        outcome: _Outcome,
+        identity: Identity,
+        key: KeyConfig,
+        grant: GrantConfig,
+        request: SignRequest,
+    ) -> Response:
         batch = self.signer.sign(key.name, request.artifacts)
         signed = tuple(
             SignedArtifact(
@@ -307,16 +312,6 @@ class SignService:
             receipt=Receipt(record.index, record.hash.hex(), record.as_json()),
         )
         return _answer(200, response.as_json())
-
-    def _check_rate(self, key: KeyConfig, grant: GrantConfig) -> None:
-        limit = grant.max_requests_per_hour
-        used = self.store.count_recent(key.name, grant.name, self.clock() - RATE_WINDOW)
-        if used >= limit:
-            raise RateLimitedError(
-                f"grant {grant.name!r} of key {key.name!r}: {used} requests in the last hour, "
-                f"the grant allows {limit}",
-                retry_after=max(1, math.ceil(RATE_WINDOW.total_seconds() / max(1, limit))),
-            )
 
     # -- the record of a refusal -----------------------------------------------------------
 

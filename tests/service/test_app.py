@@ -19,6 +19,7 @@ import pytest
 
 from sealgate.service.audit import merkle
 from sealgate.service.config import AuditConfig
+from sealgate.service.limits import RateLimitedError, RateLimiter
 from sealgate.service.protocol import API_CHECKPOINT, API_HEALTH, API_SIGN, MAX_BODY
 from tests.components.cli import openssl_cms_verify, sealgate
 from tests.components.hsm import HsmFixture
@@ -476,3 +477,38 @@ def test_408_for_a_body_trickled_in_slower_than_the_deadline(
     assert "0.5 s" in error["message"]
     assert ledger.one_new_record(response)["actor"] == {}  # refused before the token was read
     assert service.post(sign_body({"a": b"a"}), token=token).status_code == 200  # still usable
+
+
+def test_the_hourly_limit_holds_under_concurrency_and_across_replicas(
+    hsm: HsmFixture, oidc: OidcIssuer, tmp_path: Path
+) -> None:
+    """Eight requests at once against a limit of three: places are reserved before the HSM is
+    called, so exactly three are signed. A second replica on the same store sees them after its
+    cached count expires (the store is the authority; each process reads it at most once a s)."""
+    key = hsm_key(hsm, grants=[github_grant(max_requests_per_hour=3)])
+    config = service_config(oidc, [key], directory=tmp_path)
+    with in_process_service(config, oidc) as service:
+        barrier = threading.Barrier(8)
+
+        def send(number: int) -> int:
+            token = service.token()
+            barrier.wait()
+            return service.post(sign_body({f"a{number}": b"a"}), token=token).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = sorted(pool.map(send, range(8)))
+        assert statuses == [200] * 3 + [429] * 5
+        assert [r.body["reason_code"] for r in service.records()].count("signed") == 3
+
+        now = [0.0]
+        replica = RateLimiter(service.service.store, monotonic=lambda: now[0])
+        grant = key.grants[0]
+        with pytest.raises(RateLimitedError) as refused:
+            replica.reserve(key, grant)  # its first read of the store sees the three
+        assert refused.value.status == 429 and "3 requests" in refused.value.message
+        other = github_grant(name="other", max_requests_per_hour=1)
+        replica.reserve(key, other)
+        with pytest.raises(RateLimitedError):  # the reservation counts before any store read
+            replica.reserve(key, other)
+        replica.release(key, other)  # not signed after all: the place is free again
+        replica.reserve(key, other)
