@@ -169,12 +169,27 @@ def _string(value: Any, where: str, field: str, limit: int) -> str:
         )
     if not value.strip():
         raise ProtocolError(f"{where}: {field} is empty", code="empty-field", field=field)
+    if not is_unicode(value):
+        raise ProtocolError(
+            f"{where}: {field} holds a lone surrogate (\\u-escaped half of a character)",
+            code="bad-unicode", field=field,
+        )  # fmt: skip
     if len(value) > limit:
         raise ProtocolError(
             f"{where}: {field} is {len(value)} characters, more than {limit}",
             code="field-too-long", field=field,
         )  # fmt: skip
     return value
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` is real Unicode: JSON's `\\ud800` escapes give lone surrogates, which no
+    canonical JSON, database or log line can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _kind(value: Any) -> str:

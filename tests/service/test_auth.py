@@ -209,6 +209,15 @@ def test_a_time_claim_as_a_string_is_refused(oidc: OidcIssuer, claim: str) -> No
     refused(verifier_for(oidc), token, "token-malformed")
 
 
+def test_a_lone_surrogate_in_the_jti_or_a_claim_is_refused(oidc: OidcIssuer) -> None:
+    """JSON's "\\ud800" decodes to half a character that no database, canonical JSON or log
+    line can hold: refused as the token's fault (401), never a crash of the audit append (5xx)."""
+    token = oidc.mint({**github_claims(), "jti": "a\ud800b"})
+    assert refused(verifier_for(oidc), token, "token-malformed").field == "jti"
+    token = oidc.mint(github_claims(ref="refs/heads/\udc00main"))
+    assert refused(verifier_for(oidc), token, "token-claim-invalid").field == "ref"
+
+
 @pytest.mark.parametrize("jti", ["", "   ", "x" * 300])
 def test_an_empty_or_huge_jti_is_refused(oidc: OidcIssuer, jti: str) -> None:
     token = oidc.mint({**github_claims(), "jti": jti})

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from sealgate.service.config import Provider
 from sealgate.service.errors import AuthError
+from sealgate.service.protocol import is_unicode
 
 #: `ref_protected` is not in DESIGN §6's GitHub list, but GitHub sends it and a grant may want
 #: branch protection as well as the ref's name.
@@ -56,6 +57,12 @@ def normalise(provider: Provider, payload: Mapping[str, object], *, issuer: str)
             raise AuthError(
                 f"token from {issuer}: claim {name} is a {type(value).__name__}, "
                 "not a string, number or boolean",
+                code="token-claim-invalid",
+                field=name,
+            )
+        if not is_unicode(text):
+            raise AuthError(
+                f"token from {issuer}: claim {name} holds a lone surrogate",
                 code="token-claim-invalid",
                 field=name,
             )

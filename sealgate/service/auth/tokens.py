@@ -19,6 +19,7 @@ from sealgate.service.auth.identity import Identity
 from sealgate.service.auth.jwks import JwksCache
 from sealgate.service.config import GITHUB_ISSUER, MAX_LEEWAY, IssuerConfig
 from sealgate.service.errors import AuthError, ServiceConfigError
+from sealgate.service.protocol import is_unicode
 
 #: The only algorithms a token may use: public-key signatures. `none` and HS* are refused before
 #: any key is looked at (an HMAC "signed" with the public key as secret is the classic forgery).
@@ -265,7 +266,7 @@ class TokenVerifier:
                     field=name,
                 ) from None  # fmt: skip
         jti = claims.get("jti")
-        if not isinstance(jti, str) or not jti.strip() or len(jti) > MAX_JTI:
+        if not isinstance(jti, str) or not jti.strip() or len(jti) > MAX_JTI or not is_unicode(jti):
             raise AuthError(
                 f"{where}: jti must be a non-empty string of at most {MAX_JTI} characters",
                 code="token-claim-missing" if not jti else "token-malformed",
