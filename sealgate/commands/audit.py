@@ -145,7 +145,8 @@ def read_checkpoint_dir(folder: Path) -> list[KeptCheckpoint]:
 
 
 def _open_db(url: str) -> Any:
-    """The store at `url`; a SQLite file must exist already (opening would create an empty
+    """The store at `url`, opened as a reader: a SQLite file must exist already and a database
+    with no store is refused (opening to write would create an empty
     log, and a mistyped path would then "verify")."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -163,7 +164,7 @@ def _open_db(url: str) -> Any:
                               code="file-missing", field="db")  # fmt: skip
         if not path.is_file():
             raise ConfigError(f"--db {path}: not a regular file", code="not-a-file", field="db")
-    return open_store(url)
+    return open_store(url, create=False)  # a reader: never migrates, never makes a store
 
 
 def run_verify(args: argparse.Namespace) -> int:

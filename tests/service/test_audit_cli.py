@@ -451,3 +451,14 @@ def test_the_export_is_what_the_store_holds(audited: Audited) -> None:
     kept = sorted(audited.kept.iterdir())
     assert [json.loads(p.read_text()) for p in kept] == checkpoints
     assert checkpoint_json(checkpoint_from_json(checkpoints[0], "line 11")) == checkpoints[0]
+
+
+def test_verify_never_makes_a_store_in_an_empty_postgresql_database(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An auditor's mistyped or empty database is refused, not migrated and "verified" empty."""
+    result = cli(capsys, "verify", "--db", pg_url)
+    assert result.returncode == 2, result.stderr
+    assert "[store-empty]" in result.stderr
+    with contextlib.closing(open_store(pg_url)) as store:  # the writer's open still works after
+        assert store.size() == 0
