@@ -512,3 +512,9 @@ def test_the_hourly_limit_holds_under_concurrency_and_across_replicas(
             replica.reserve(key, other)
         replica.release(key, other)  # not signed after all: the place is free again
         replica.reserve(key, other)
+
+
+def test_health_says_the_database_answers_and_names_no_key(service: InProcessService) -> None:
+    health = service.client.get(API_HEALTH)
+    assert health.status_code == 200 and health.json() == {"status": "ok", "records": 0}
+    assert KEY not in health.text
