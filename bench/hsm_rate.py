@@ -27,12 +27,12 @@ def main() -> None:
     module, label, key_label, pin_file, seconds = sys.argv[1:6]
     digest = hashlib.sha256(b"raw").digest()
     session: Any = None
-    for attempt in range(10):  # two processes reading the token's files at once: a retry
+    for attempt in range(10):  # another process reading or writing the token's files: a retry
         try:
             token = pkcs11.lib(module).get_token(token_label=label)
             session = token.open(user_pin=Path(pin_file).read_text())
             break
-        except pkcs11.exceptions.GeneralError:
+        except (pkcs11.exceptions.GeneralError, pkcs11.exceptions.NoSuchToken):
             if attempt == 9:
                 raise
             time.sleep(0.05 * (attempt + 1))
