@@ -27,15 +27,17 @@ def main() -> None:
     module, label, key_label, pin_file, seconds = sys.argv[1:6]
     digest = hashlib.sha256(b"raw").digest()
     session: Any = None
+    library = pkcs11.lib(module)
     for attempt in range(10):  # another process reading or writing the token's files: a retry
         try:
-            token = pkcs11.lib(module).get_token(token_label=label)
+            token = library.get_token(token_label=label)
             session = token.open(user_pin=Path(pin_file).read_text())
             break
         except (pkcs11.exceptions.GeneralError, pkcs11.exceptions.NoSuchToken):
             if attempt == 9:
                 raise
             time.sleep(0.05 * (attempt + 1))
+            library.reinitialize()  # SoftHSM reads its token folder when it initialises
     with session:
         key: Any = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=key_label)
         key.sign(digest, mechanism=Mechanism.ECDSA)
