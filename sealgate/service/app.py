@@ -31,7 +31,7 @@ from sealgate.service.audit.records import Decision, Event, NewRecord, format_ti
 from sealgate.service.auth.identity import Identity
 from sealgate.service.config import GrantConfig, KeyConfig, ServiceConfig
 from sealgate.service.errors import AuthError, ServiceError
-from sealgate.service.limits import RateLimiter
+from sealgate.service.limits import RateLimiter, SpentTokens
 from sealgate.service.protocol import (
     API_CHECKPOINT,
     API_HEALTH,
@@ -223,6 +223,7 @@ class SignService:
         self.checkpointer = checkpointer
         self.clock = clock
         self.limiter = RateLimiter(store, clock=clock)
+        self.spent = SpentTokens()
         #: The most artifacts any grant of a key allows: more is refused before the grant match.
         self._key_max = {
             name: min(MAX_ARTIFACTS, max((g.max_artifacts for g in key.grants), default=0))
@@ -244,7 +245,7 @@ class SignService:
     def _sign(self, outcome: _Outcome, authorization: str | None, body: bytes) -> Response:
         identity = self.verifier.verify(bearer_token(authorization))
         outcome.identity = identity
-        if identity.jti and self.store.jti_used(identity.issuer, identity.jti):
+        if identity.jti and self.spent.seen(identity.issuer, identity.jti):
             raise ReplayedTokenError(
                 f"token {identity.jti[:64]!r} of {identity.issuer} was already used: "
                 "each request needs a fresh token"
@@ -303,6 +304,7 @@ class SignService:
             signatures=[StoredSignature(s.name, s.digest_algorithm, s.digest.hex(), s.p7s)
                         for s in signed],
         )  # fmt: skip
+        self.spent.add(identity.issuer, identity.jti, identity.expires_at)
         self._appended()
         response = SignResponse(
             request_id=outcome.request_id,
@@ -333,6 +335,8 @@ class SignService:
             _log.warning("audit record of request %s not written: %s", outcome.request_id,
                          store_error.message)  # fmt: skip
             return _error_answer(store_error, outcome.request_id)
+        if identity is not None and identity.jti and (jti or error.code == ReplayedTokenError.code):
+            self.spent.add(identity.issuer, identity.jti, identity.expires_at)
         self._appended()
         return _error_answer(error, outcome.request_id)
 

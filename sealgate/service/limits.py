@@ -1,4 +1,5 @@
-"""Requests per hour per grant, counted from the store without a count query per request.
+"""Requests per hour per grant, counted from the store without a count query per request; and
+the tokens this process has spent, so the replay pre-check needs no database read either.
 
 The store's count of a grant's signed requests in the last hour is read at most once per
 `refresh` seconds; requests this process lets through since then are added to it, and a request
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sealgate.service.config import GrantConfig, KeyConfig
+from sealgate.service.config import MAX_LEEWAY, GrantConfig, KeyConfig
 from sealgate.service.errors import ServiceError
 from sealgate.service.store.base import Store
 
@@ -101,3 +102,34 @@ class RateLimiter:
         count = self._count(key, grant)
         with count.lock:
             count.inflight = max(0, count.inflight - 1)
+
+
+class SpentTokens:
+    """The (iss, jti) pairs this process stored, kept until their token has expired: the
+    replay pre-check without a database read per request. The store's unique constraint stays
+    the authority: a replay sent to another replica is refused there, after the HSM work."""
+
+    def __init__(self, capacity: int = 200_000, *, now: Callable[[], float] = time.time) -> None:
+        self.capacity = capacity
+        self.now = now
+        self._until: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def seen(self, issuer: str, jti: str) -> bool:
+        with self._lock:
+            return (issuer, jti) in self._until
+
+    def add(self, issuer: str, jti: str, expires_at: dt.datetime | None) -> None:
+        """Remember a spent token until it expires (a verifier refuses it by then anyway)."""
+        until = (expires_at.timestamp() if expires_at else self.now() + 3600) + MAX_LEEWAY
+        with self._lock:
+            self._until[(issuer, jti)] = until
+            if len(self._until) > self.capacity:
+                self._purge()
+
+    def _purge(self) -> None:
+        now = self.now()
+        for pair in [p for p, until in self._until.items() if until < now]:
+            del self._until[pair]
+        while len(self._until) > self.capacity:  # still full: forget the oldest (the store holds)
+            del self._until[next(iter(self._until))]

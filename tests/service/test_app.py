@@ -5,6 +5,7 @@ returned .p7s files pass `openssl cms -verify` and `sealgate verify` like `sealg
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ import pytest
 
 from sealgate.service.audit import merkle
 from sealgate.service.config import AuditConfig
-from sealgate.service.limits import RateLimitedError, RateLimiter
+from sealgate.service.limits import RateLimitedError, RateLimiter, SpentTokens
 from sealgate.service.protocol import API_CHECKPOINT, API_HEALTH, API_SIGN, MAX_BODY
 from tests.components.cli import openssl_cms_verify, sealgate
 from tests.components.hsm import HsmFixture
@@ -518,3 +519,33 @@ def test_health_says_the_database_answers_and_names_no_key(service: InProcessSer
     health = service.client.get(API_HEALTH)
     assert health.status_code == 200 and health.json() == {"status": "ok", "records": 0}
     assert KEY not in health.text
+
+
+def test_a_replay_sent_to_another_replica_is_refused_by_the_store(
+    service: InProcessService, oidc: OidcIssuer
+) -> None:
+    """Each process remembers the tokens it spent; another replica does not, and the store's
+    unique (iss, jti) refuses the replay there: one record, no signature kept."""
+    token = service.token()
+    assert service.post(sign_body({"a": b"a"}), token=token).status_code == 200
+    with in_process_service(service.config, oidc) as replica:  # the same database
+        ledger = Ledger(replica)
+        again = replica.post(sign_body({"b": b"b"}), token=token)
+        _refused(replica, again, 401, "token-replayed", ledger)
+        ledger = Ledger(replica)  # now this replica knows it too, before any HSM work
+        _refused(replica, replica.post(sign_body({"b": b"b"}), token=token), 401,
+                 "token-replayed", ledger)  # fmt: skip
+
+
+def test_spent_tokens_are_forgotten_only_once_expired_or_when_full() -> None:
+    now = [1000.0]
+    spent = SpentTokens(capacity=2, now=lambda: now[0])
+    expires = dt.datetime.fromtimestamp(1100, dt.UTC)
+    spent.add("iss", "a", expires)
+    spent.add("iss", "b", dt.datetime.fromtimestamp(5000, dt.UTC))
+    assert spent.seen("iss", "a") and not spent.seen("other-iss", "a")
+    now[0] = 1200.0  # a's token has expired (and its leeway): it may go when room is needed
+    spent.add("iss", "c", dt.datetime.fromtimestamp(5000, dt.UTC))
+    assert not spent.seen("iss", "a") and spent.seen("iss", "b") and spent.seen("iss", "c")
+    spent.add("iss", "d", dt.datetime.fromtimestamp(5000, dt.UTC))  # full, nothing expired
+    assert not spent.seen("iss", "b") and spent.seen("iss", "d")  # the store still holds b
