@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-pip openssl git gnupg openssh-client softhsm2 opensc p11-kit p11-kit-modules rsync postgresql wrk)
+APT_PACKAGES=(python3 python3-venv python3-pip openssl git gnupg openssh-client softhsm2 opensc p11-kit p11-kit-modules rsync)
+# only the tests need these: the service's scale-out store and the service benchmark's load
+TEST_APT_PACKAGES=(postgresql wrk)
 VENV=$(realpath -m "${SEALGATE_VENV:-.venv}")
 
 as_root() {
@@ -17,7 +19,7 @@ as_root() {
 
 install_system() {
   local missing=()
-  for pkg in "${APT_PACKAGES[@]}"; do
+  for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -54,7 +56,8 @@ case "$command" in
   install | demo | test) ;;
   *) echo "usage: bash scripts/dev.sh {demo|test|install} [options]" >&2; exit 2 ;;
 esac
-install_system
+if [ "$command" = demo ]; then install_system "${APT_PACKAGES[@]}"; else
+  install_system "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"; fi
 if [ "$command" = demo ]; then install_python .; else install_python '.[dev]'; install_node_tools; fi
 case "$command" in
   install) ;;
