@@ -424,11 +424,14 @@ def bench_service(
     verify_audit(bench, db_url, bench.sent[db_url])
 
 
-def bench_batch(bench: Bench, db_url: str, clients: int) -> tuple[LoadResult, float]:
+def bench_batch(
+    bench: Bench, db_url: str, clients: int, workers: int = 1
+) -> tuple[LoadResult, float]:
     """100 digests per request (one HSM signature each): artifacts/s is requests/s x 100."""
-    config = service_yml(bench, tsa=False, name="service-batch")
+    config = service_yml(bench, tsa=False, name=f"service-batch-{workers}")
     body = sign_body(bench.home / "hundred-digests.json", 100)
-    with running_service(bench, config, db_url, "service-batch") as service:
+    with running_service(bench, config, db_url, f"service-batch-{workers}",
+                         workers=workers) as service:  # fmt: skip
         check_signing(bench, service)
         warm, _ = load_service(bench, service, body, clients, 2, 200)  # warm-up
         result = load_service(bench, service, body, clients, bench.seconds, 2.5 * warm.rate)
@@ -469,7 +472,8 @@ def scratch() -> Iterator[Path]:
         yield Path(home)
 
 
-def print_goals(rows: list[Row], peer: dict[int, Row], batched: tuple[LoadResult, float] | None,
+def print_goals(rows: list[Row], peer: dict[int, Row],
+                batched: tuple[LoadResult, float, int] | None,
                 raw: dict[int, float]) -> None:  # fmt: skip
     print("\n== goals (issue 11)")
     top = max(peer)
@@ -485,17 +489,15 @@ def print_goals(rows: list[Row], peer: dict[int, Row], batched: tuple[LoadResult
         print(f"  >=0.25x OpenBao transit at {top} clients: {ratio:.2f}x -> "
               f"{'met' if ratio >= 0.25 else 'MISSED'}")  # fmt: skip
     if batched is not None:
-        batch = batched[0]
+        batch, _, workers = batched
         artifacts = batch.rate * 100
-        one = raw[1]
+        bound = raw.get(workers, max(raw.values()))  # as many signing processes as the service
         print(f"  batch of 100 >=0.8x raw SoftHSM: {artifacts:.0f} signatures/s in batches of 100 "
-              f"({batch.clients} clients, p50 {batch.p50_ms:.0f} ms, p99 {batch.p99_ms:.0f} ms) "
-              f"vs {one:.0f}/s raw in one process: {artifacts / one:.2f}x -> "
-              f"{'met' if artifacts >= 0.8 * one and batch.clean else 'MISSED'}"
+              f"(--workers {workers}, {batch.clients} clients, p50 {batch.p50_ms:.0f} ms, "
+              f"p99 {batch.p99_ms:.0f} ms) vs {bound:.0f}/s raw from {workers} process(es): "
+              f"{artifacts / bound:.2f}x -> "
+              f"{'met' if artifacts >= 0.8 * bound and batch.clean else 'MISSED'}"
               f"{'' if batch.clean else ' (' + batch.problems() + ')'}")  # fmt: skip
-        if 2 in raw:
-            print(f"  (the token's rate from two processes, both cores: {raw[2]:.0f}/s; "
-                  f"batch vs that: {artifacts / raw[2]:.2f}x)")  # fmt: skip
 
 
 def main() -> None:
@@ -505,7 +507,7 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--tsa", default="no,yes", help="the TSA variants to run")
-    parser.add_argument("--batch-clients", type=int, default=4)
+    parser.add_argument("--batch-clients", type=int, default=4, help="per worker")
     parser.add_argument("--workers", default="1,2",
                         help="`serve --workers` counts for the runs without a TSA")  # fmt: skip
     parser.add_argument("--no-parts", action="store_true",
@@ -532,7 +534,7 @@ def main() -> None:
             print(f"  {n} process(es), one session each: {rate:.0f} signatures/s", flush=True)
         pki = make_tsa_pki(home / "tsa")
         rows: list[Row] = []
-        batch: tuple[LoadResult, float] | None = None
+        batch: tuple[LoadResult, float, int] | None = None
         with OidcIssuer(audience="sealgate-bench") as issuer, start_tsa(pki, "good") as tsa:
             bench = Bench(home, token, issuer, tsa.url, pki.root_pem, seconds)
             sqlite_url = f"sqlite:///{home / 'service.db'}"
@@ -544,12 +546,16 @@ def main() -> None:
                             print(f"sealgate serve --workers {count}, {label}, "
                                   f"TSA {'yes' if with_tsa else 'no'}:", flush=True)  # fmt: skip
                             bench_service(bench, label, url, with_tsa, clients, rows, count)
-            print(f"sealgate serve, batches of 100 digests, SQLite, {args.batch_clients} clients:",
-                  flush=True)  # fmt: skip
-            batch = bench_batch(bench, sqlite_url + ".batch", args.batch_clients)
-            print(f"  {batch[0].rate:.1f} req/s = {batch[0].rate * 100:.0f} signatures/s, "
-                  f"p50 {batch[0].p50_ms:.0f} ms, p99 {batch[0].p99_ms:.0f} ms, "
-                  f"CPU {batch[1]:.1f} ms/req", flush=True)  # fmt: skip
+            for count in workers:
+                print(f"sealgate serve --workers {count}, batches of 100 digests, SQLite, "
+                      f"{args.batch_clients * count} clients:", flush=True)  # fmt: skip
+                result = bench_batch(bench, f"{sqlite_url}.batch-{count}",
+                                     args.batch_clients * count, count)  # fmt: skip
+                print(f"  {result[0].rate:.1f} req/s = {result[0].rate * 100:.0f} signatures/s, "
+                      f"p50 {result[0].p50_ms:.0f} ms, p99 {result[0].p99_ms:.0f} ms, "
+                      f"CPU {result[1]:.1f} ms/req", flush=True)  # fmt: skip
+                if batch is None or result[0].rate > batch[0].rate:
+                    batch = (*result, count)
             if not args.no_parts:
                 one = next((r.cpu_ms for r in rows if r.store == "SQLite" and r.tsa == "no"
                             and r.load.clients == 1 and r.system == "sealgate serve"),
