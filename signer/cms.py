@@ -7,8 +7,10 @@ is what the HSM/KMS signs, and the result verifies with `openssl cms -verify`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from asn1crypto import algos, cms, core, parser, tsp, x509
 from cryptography import x509 as cx509
@@ -29,6 +31,16 @@ _PRIMITIVE, _CONSTRUCTED = 0, 1
 _OCTET_STRING, _SEQUENCE, _SET = 4, 16, 17
 _EMPTY_SET = b"\x31\x00"
 _SIGNED_DATA_OID = cms.ContentType("signed_data").dump()
+_SIGNING_CERTIFICATE_V2_OID = cms.CMSAttributeType("signing_certificate_v2").dump()
+_CONTENT_TYPE_DATA = cms.CMSAttribute({"type": "content_type", "values": ["data"]}).dump()
+
+
+def _sequence(contents: bytes) -> bytes:
+    return bytes(parser.emit(_UNIVERSAL, _CONSTRUCTED, _SEQUENCE, contents))
+
+
+def _set(contents: bytes) -> bytes:
+    return bytes(parser.emit(_UNIVERSAL, _CONSTRUCTED, _SET, contents))
 
 
 def to_asn1(cert: cx509.Certificate) -> x509.Certificate:
@@ -56,6 +68,69 @@ def signature_algorithm(scheme: SignatureScheme) -> cms.SignedDigestAlgorithm:
     return cms.SignedDigestAlgorithm({"algorithm": name})
 
 
+@dataclass(frozen=True)
+class _BatchParts:
+    """The DER parts of a batch that depend only on the scheme, the certificate and the chain."""
+
+    signing_certificate_v2: bytes
+    signer_info_head: bytes
+    signature_algorithm: bytes
+    signed_data_head: bytes
+
+
+@functools.lru_cache(maxsize=64)
+def _batch_parts(
+    scheme: SignatureScheme, cert_der: bytes, chain_der: tuple[bytes, ...]
+) -> _BatchParts:
+    """Encoded once per certificate, not once per batch: asn1crypto takes milliseconds here, and
+    a signing service builds a batch per request."""
+    signer_cert = x509.Certificate.load(cert_der)
+    ess_cert_id = tsp.ESSCertIDv2(
+        {
+            # SHA-256 is the default hashAlgorithm of ESSCertIDv2, so DER omits it.
+            "cert_hash": hashlib.sha256(cert_der).digest(),
+            "issuer_serial": {
+                "issuer": [x509.GeneralName({"directory_name": signer_cert.issuer})],
+                "serial_number": signer_cert.serial_number,
+            },
+        }
+    )
+    digest_algorithm = algos.DigestAlgorithm({"algorithm": scheme.hash_name})
+    sid = cms.SignerIdentifier(
+        {
+            "issuer_and_serial_number": {
+                "issuer": signer_cert.issuer,
+                "serial_number": signer_cert.serial_number,
+            }
+        }
+    )
+    certificates = [signer_cert, *(x509.Certificate.load(c) for c in chain_der if c != cert_der)]
+    template = cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [digest_algorithm],
+            "encap_content_info": {"content_type": "data"},
+            "certificates": [cms.CertificateChoices({"certificate": c}) for c in certificates],
+            "signer_infos": [],
+        }
+    )
+    contents = parser.parse(template.dump())[4]
+    if not contents.endswith(_EMPTY_SET):
+        raise AssertionError("SignedData template does not end with its SignerInfos")
+    return _BatchParts(
+        # Spliced by hand: asn1crypto re-encodes the whole tree here (~17 ms); the bytes are
+        # the same: SEQUENCE { type, SET { SigningCertificateV2 { certs } } }.
+        signing_certificate_v2=_sequence(
+            _SIGNING_CERTIFICATE_V2_OID + _set(_sequence(_sequence(ess_cert_id.dump())))
+        ),
+        # version v1, sid, digestAlgorithm
+        signer_info_head=core.Integer(1).dump() + sid.dump() + digest_algorithm.dump(),
+        signature_algorithm=signature_algorithm(scheme).dump(),
+        #: Everything of the SignedData before its SignerInfos: the same for the whole batch.
+        signed_data_head=contents[: -len(_EMPTY_SET)],
+    )
+
+
 class CadesBesBuilder:
     """Builds the SignedData of one batch: everything but the message digest and the signature
     is the same for every artifact, so it is encoded once and the rest spliced in."""
@@ -69,53 +144,17 @@ class CadesBesBuilder:
     ) -> None:
         self.scheme = scheme
         self._signer_cert = signer_cert
-        ess_cert_id = tsp.ESSCertIDv2(
-            {
-                # SHA-256 is the default hashAlgorithm of ESSCertIDv2, so DER omits it.
-                "cert_hash": hashlib.sha256(signer_cert.dump()).digest(),
-                "issuer_serial": {
-                    "issuer": [x509.GeneralName({"directory_name": signer_cert.issuer})],
-                    "serial_number": signer_cert.serial_number,
-                },
-            }
-        )
+        parts = _batch_parts(scheme, signer_cert.dump(), tuple(c.dump() for c in chain))
         self._fixed_attributes = [
-            cms.CMSAttribute({"type": "content_type", "values": ["data"]}).dump(),
+            _CONTENT_TYPE_DATA,
             cms.CMSAttribute(
                 {"type": "signing_time", "values": [cms.Time({"utc_time": signing_time})]}
             ).dump(),
-            cms.CMSAttribute(
-                {"type": "signing_certificate_v2", "values": [{"certs": [ess_cert_id]}]}
-            ).dump(),
+            parts.signing_certificate_v2,
         ]
-        digest_algorithm = algos.DigestAlgorithm({"algorithm": scheme.hash_name})
-        sid = cms.SignerIdentifier(
-            {
-                "issuer_and_serial_number": {
-                    "issuer": signer_cert.issuer,
-                    "serial_number": signer_cert.serial_number,
-                }
-            }
-        )
-        self._signer_info_head = (
-            core.Integer(1).dump() + sid.dump() + digest_algorithm.dump()
-        )  # version v1, sid, digestAlgorithm
-        self._signature_algorithm = signature_algorithm(scheme).dump()
-        certificates = [signer_cert, *(c for c in chain if c.dump() != signer_cert.dump())]
-        template = cms.SignedData(
-            {
-                "version": "v1",
-                "digest_algorithms": [digest_algorithm],
-                "encap_content_info": {"content_type": "data"},
-                "certificates": [cms.CertificateChoices({"certificate": c}) for c in certificates],
-                "signer_infos": [],
-            }
-        )
-        contents = parser.parse(template.dump())[4]
-        if not contents.endswith(_EMPTY_SET):
-            raise AssertionError("SignedData template does not end with its SignerInfos")
-        #: Everything of the SignedData before its SignerInfos: the same for the whole batch.
-        self._signed_data_head = contents[: -len(_EMPTY_SET)]
+        self._signer_info_head = parts.signer_info_head
+        self._signature_algorithm = parts.signature_algorithm
+        self._signed_data_head = parts.signed_data_head
 
     def signed_attributes(self, message_digest: bytes) -> bytes:
         """DER of the SET OF signed attributes, members sorted as DER demands: what gets signed."""
