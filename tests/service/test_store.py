@@ -333,13 +333,14 @@ def test_used_token_ids_are_purged_only_well_past_their_expiry(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sql, "PURGE_EVERY", 4)
-    long_ago = NOW - dt.timedelta(hours=1)
-    just_expired = NOW - dt.timedelta(seconds=40)  # past exp + leeway, but within TOKEN_KEEP
+    now = dt.datetime.now(dt.UTC)  # not the module's NOW: a long run imports it minutes earlier
+    long_ago = now - dt.timedelta(hours=1)
+    just_expired = now - dt.timedelta(seconds=40)  # past exp + leeway, but within TOKEN_KEEP
     store.append(new(0), jti=("iss", "old"), expires_at=long_ago)
     store.append(new(1), jti=("iss", "recent"), expires_at=just_expired)
     store.append(new(2), jti=("iss", "forever"))
     assert store.jti_used("iss", "old")
-    store.append(new(3), jti=("iss", "live"), expires_at=NOW + dt.timedelta(minutes=5))
+    store.append(new(3), jti=("iss", "live"), expires_at=now + dt.timedelta(minutes=5))
     assert not store.jti_used("iss", "old")
     assert store.jti_used("iss", "recent")
     assert store.jti_used("iss", "forever")
