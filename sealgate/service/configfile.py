@@ -8,7 +8,6 @@ a database password from PGPASSWORD or ~/.pgpass, as `sealgate sign` does.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ from sealgate.service.config import (
 )
 from sealgate.service.errors import ServiceConfigError
 from sealgate.service.grants import check_matcher
+from sealgate.service.signing import read_capped_file
 
 #: service.yml is a few hundred lines; anything this large is not one.
 CONFIG_LIMIT = 1 << 20
@@ -48,37 +48,8 @@ _PROVIDERS: tuple[Provider, ...] = ("github", "gitlab")
 
 
 def read_config_file(path: Path, *, limit: int = CONFIG_LIMIT) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes (signer.files.read_capped's rules;
-    the service reaches the signer only through signing.py, so this is its own copy)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise ServiceConfigError(
-            f"service config {path}: no such file", code="file-missing"
-        ) from None
-    except OSError as exc:
-        raise ServiceConfigError(
-            f"service config {path}: cannot open it: {exc.strerror}", code="bad-service-config"
-        ) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ServiceConfigError(
-                f"service config {path}: not a regular file", code="not-a-file"
-            )
-        with os.fdopen(os.dup(fd), "rb") as stream:
-            data = stream.read(limit + 1)
-    except OSError as exc:
-        raise ServiceConfigError(
-            f"service config {path}: cannot read it: {exc.strerror}", code="bad-service-config"
-        ) from None
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise ServiceConfigError(
-            f"service config {path}: more than the {limit} bytes allowed", code="file-too-large"
-        )
-    return data
+    """The bytes of service.yml, a regular file of at most `limit` bytes."""
+    return read_capped_file(path, what="service config", limit=limit)
 
 
 class _Reader:

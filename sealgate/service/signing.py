@@ -17,12 +17,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from sealgate.service.config import KeyConfig, ServiceConfig
-from sealgate.service.errors import ServiceError
+from sealgate.service.errors import ServiceConfigError, ServiceError
 from sealgate.service.protocol import ArtifactDigest
 from signer.algorithms import KeyKind, SignatureScheme, scheme_for
 from signer.certificates import load_certificate, load_certificates
 from signer.chain import load_trust_roots
 from signer.errors import SignerError
+from signer.files import read_capped
 from signer.keys import RemoteKey, open_key
 from signer.sign import DigestToSign, SignedBatch, SignOptions, sign_digests
 from signer.timestamp import TimestampClient, TimestampToken, TsaSettings, verify_token
@@ -34,6 +35,7 @@ __all__ = [
     "Signer",
     "TimestampToken",
     "load_tsa_settings",
+    "read_capped_file",
     "service_error",
     "timestamp_bytes",
     "verify_timestamp",
@@ -57,6 +59,15 @@ def service_error(exc: SignerError) -> ServiceError:
     status = 422 if exc.code in _INPUT_CODES else 503
     return ServiceError(exc.message, status=status, code=exc.code, field=exc.field,
                         exit_code=exc.exit_code)  # fmt: skip
+
+
+def read_capped_file(path: Path, *, what: str, limit: int) -> bytes:
+    """A regular file of at most `limit` bytes (the signer's capped reader: FIFOs, devices,
+    folders and oversized files refused at once), its refusals as ServiceConfigErrors."""
+    try:
+        return read_capped(path, what=what, limit=limit)
+    except SignerError as exc:
+        raise ServiceConfigError(exc.message, code=exc.code, field=exc.field) from None
 
 
 def load_tsa_settings(urls: Sequence[str], roots: Sequence[Path]) -> TsaSettings | None:

@@ -70,12 +70,7 @@ def inclusion(store: Store, index: int, tree_size: int | None = None) -> dict[st
             f"to {size}",
             field="tree_size",
         )
-    leaves = store.record_hashes(0, tree_size)
-    if len(leaves) != tree_size:
-        raise ServiceError(
-            f"audit log: {tree_size - len(leaves)} of the first {tree_size} records are missing",
-            status=500, code="audit-record-missing", field="tree_size", exit_code=1,
-        )  # fmt: skip
+    leaves = _leaves(store, tree_size)
     checkpoint = _checkpoint_of(store, tree_size)
     return {
         "index": index,
@@ -88,6 +83,17 @@ def inclusion(store: Store, index: int, tree_size: int | None = None) -> dict[st
     }
 
 
+def _leaves(store: Store, size: int) -> list[bytes]:
+    """The first `size` record hashes; a gap below the stored size is a broken log, not input."""
+    leaves = store.record_hashes(0, size)
+    if len(leaves) != size:
+        raise ServiceError(
+            f"audit log: {size - len(leaves)} of the first {size} records are missing",
+            status=500, code="audit-record-missing", field="tree_size", exit_code=1,
+        )  # fmt: skip
+    return leaves
+
+
 def consistency(store: Store, old_size: int, new_size: int) -> dict[str, Any]:
     """The proof that the tree of `old_size` is a prefix of the tree of `new_size`."""
     size = store.size()
@@ -97,12 +103,7 @@ def consistency(store: Store, old_size: int, new_size: int) -> dict[str, Any]:
             f"0 < old <= new <= {size}",
             field="tree_size",
         )
-    leaves = store.record_hashes(0, new_size)
-    if len(leaves) != new_size:
-        raise ServiceError(
-            f"audit log: {new_size - len(leaves)} of the first {new_size} records are missing",
-            status=500, code="audit-record-missing", field="tree_size", exit_code=1,
-        )  # fmt: skip
+    leaves = _leaves(store, new_size)
     checkpoint = _checkpoint_of(store, new_size)
     return {
         "old_size": old_size,
