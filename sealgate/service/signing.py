@@ -10,7 +10,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 from cryptography import x509
@@ -112,16 +111,8 @@ class _Serialised(RemoteKey):
     def check_signature(self, signature: bytes, tbs: bytes, scheme: SignatureScheme) -> None:
         self._locked(lambda: self._key.check_signature(signature, tbs, scheme))
 
-    def close(self) -> None:
+    def close(self) -> None:  # RemoteKey's __exit__ calls this
         self._locked(self._key.close)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def open_service_key(uri: str) -> RemoteKey:
